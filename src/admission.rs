@@ -1,0 +1,448 @@
+//! AdmissionReview v1 on the wire: decoding what kube-apiserver sends and encoding what it expects.
+//!
+//! We do not use kube-rs's `AdmissionResponse` for the wire because its `patch` serialises as an
+//! array of numbers (kube-rs #1781); the API server wants a standard base64 string. The request is
+//! kept as the raw JSON it arrived as, so policies see every field (`input.review`) and the mutation
+//! patch is diffed against exactly what the API server holds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
+/// Why a body could not be understood. Every variant is answered with a refusal, never an allow.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("body is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("body is not an AdmissionReview: {0}")]
+    NotAReview(String),
+    #[error("unsupported apiVersion {0:?}: this webhook speaks admission.k8s.io/v1 only")]
+    WrongApiVersion(String),
+    #[error("kind must be \"AdmissionReview\", got {0:?}")]
+    WrongKind(String),
+    #[error("AdmissionReview has no \"request\" object")]
+    MissingRequest,
+    #[error("request has no \"uid\"")]
+    MissingUid,
+    /// The envelope is fine and the uid is known, but a request field has the wrong shape.
+    #[error("malformed request {uid}: {detail}")]
+    BadRequest { uid: String, detail: String },
+}
+
+impl DecodeError {
+    /// The uid, when it could be read: then the answer is a denying AdmissionReview, not an HTTP error.
+    pub fn uid(&self) -> Option<&str> {
+        match self {
+            DecodeError::BadRequest { uid, .. } => Some(uid),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GroupVersionKind {
+    #[serde(default)]
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GroupVersionResource {
+    #[serde(default)]
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct UserInfo {
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub uid: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+/// The typed header of an AdmissionRequest. `object`/`oldObject` stay in [`AdmissionRequest::raw`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    uid: String,
+    kind: GroupVersionKind,
+    resource: GroupVersionResource,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    user_info: UserInfo,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+/// One admission request, decoded. `raw` is the `request` member exactly as received.
+#[derive(Debug, Clone)]
+pub struct AdmissionRequest {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    pub resource: GroupVersionResource,
+    pub sub_resource: Option<String>,
+    pub name: String,
+    pub namespace: String,
+    pub operation: Operation,
+    pub user_info: UserInfo,
+    pub dry_run: bool,
+    pub raw: Value,
+}
+
+impl AdmissionRequest {
+    /// The object being admitted (absent on DELETE).
+    pub fn object(&self) -> Option<&Value> {
+        self.raw.get("object").filter(|v| !v.is_null())
+    }
+
+    pub fn old_object(&self) -> Option<&Value> {
+        self.raw.get("oldObject").filter(|v| !v.is_null())
+    }
+
+    /// `namespace/name`, or just `name` for cluster-scoped objects; generated names read from the object.
+    pub fn display_name(&self) -> String {
+        let name = if self.name.is_empty() {
+            self.object()
+                .and_then(|o| o.pointer("/metadata/generateName"))
+                .and_then(Value::as_str)
+                .map(|g| format!("{g}*"))
+                .unwrap_or_default()
+        } else {
+            self.name.clone()
+        };
+        if self.namespace.is_empty() {
+            name
+        } else {
+            format!("{}/{}", self.namespace, name)
+        }
+    }
+
+    /// Build a request from its JSON (the `request` member). Used by decoding and by offline review.
+    pub fn from_value(raw: Value) -> Result<Self, DecodeError> {
+        let Value::Object(map) = &raw else {
+            return Err(DecodeError::MissingRequest);
+        };
+        let uid = match map.get("uid") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(DecodeError::MissingUid),
+        };
+        let bad = |detail: String| DecodeError::BadRequest {
+            uid: uid.clone(),
+            detail,
+        };
+        let header = Header::deserialize(&raw).map_err(|e| bad(e.to_string()))?;
+        for field in ["object", "oldObject"] {
+            match map.get(field) {
+                None | Some(Value::Null) | Some(Value::Object(_)) => {}
+                Some(_) => return Err(bad(format!("`{field}` must be a JSON object"))),
+            }
+        }
+        if matches!(header.operation, Operation::Create | Operation::Update)
+            && !matches!(map.get("object"), Some(Value::Object(_)))
+        {
+            return Err(bad(format!(
+                "{} request carries no `object`",
+                header.operation
+            )));
+        }
+        Ok(AdmissionRequest {
+            uid: header.uid,
+            kind: header.kind,
+            resource: header.resource,
+            sub_resource: header.sub_resource.filter(|s| !s.is_empty()),
+            name: header.name.unwrap_or_default(),
+            namespace: header.namespace.unwrap_or_default(),
+            operation: header.operation,
+            user_info: header.user_info,
+            dry_run: header.dry_run.unwrap_or(false),
+            raw,
+        })
+    }
+}
+
+/// Decode an AdmissionReview v1 body.
+pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
+    let mut review: Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let Value::Object(map) = &mut review else {
+        return Err(DecodeError::NotAReview(
+            "expected a JSON object at the top level".into(),
+        ));
+    };
+    match map.get("apiVersion") {
+        Some(Value::String(v)) if v == API_VERSION => {}
+        Some(Value::String(v)) => return Err(DecodeError::WrongApiVersion(v.clone())),
+        Some(other) => return Err(DecodeError::WrongApiVersion(other.to_string())),
+        None => return Err(DecodeError::NotAReview("missing apiVersion".into())),
+    }
+    match map.get("kind") {
+        Some(Value::String(k)) if k == KIND => {}
+        Some(other) => {
+            return Err(DecodeError::WrongKind(
+                other.as_str().map_or_else(|| other.to_string(), str::to_owned),
+            ));
+        }
+        None => return Err(DecodeError::NotAReview("missing kind".into())),
+    }
+    match map.remove("request") {
+        Some(request @ Value::Object(_)) => AdmissionRequest::from_value(request),
+        _ => Err(DecodeError::MissingRequest),
+    }
+}
+
+/// Status of a refusal, as the API server shows it to the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub code: u16,
+    pub message: String,
+}
+
+/// What the webhook answers for one request, before it is put on the wire.
+#[derive(Debug, Clone, Default)]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    pub status: Option<Status>,
+    /// RFC 6902 operations; empty means "no patch".
+    pub patch: Vec<json_patch::PatchOperation>,
+    pub warnings: Vec<String>,
+    pub audit_annotations: BTreeMap<String, String>,
+}
+
+/// The API server rejects warnings longer than this.
+pub const MAX_WARNING_LEN: usize = 120;
+
+/// Shorten a warning to the API server's limit on a character boundary.
+pub fn clip_warning(text: &str) -> String {
+    if text.chars().count() <= MAX_WARNING_LEN {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(MAX_WARNING_LEN - 1).collect();
+    out.push('…');
+    out
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: &'a BTreeMap<String, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReview<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: WireResponse<'a>,
+}
+
+impl Response {
+    pub fn allow(uid: impl Into<String>) -> Self {
+        Response {
+            uid: uid.into(),
+            allowed: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn deny(uid: impl Into<String>, code: u16, message: impl Into<String>) -> Self {
+        Response {
+            uid: uid.into(),
+            allowed: false,
+            status: Some(Status {
+                code,
+                message: message.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The patch as the API server wants it: base64 (standard alphabet) of the JSON array.
+    pub fn patch_base64(&self) -> Option<String> {
+        if self.patch.is_empty() {
+            return None;
+        }
+        let json = serde_json::to_vec(&self.patch).ok()?;
+        Some(base64::engine::general_purpose::STANDARD.encode(json))
+    }
+
+    /// Encode as an AdmissionReview v1 JSON body.
+    pub fn to_review_json(&self) -> Vec<u8> {
+        // A patch on a refusal is meaningless and the API server rejects it.
+        let patch = if self.allowed {
+            self.patch_base64()
+        } else {
+            None
+        };
+        let wire = WireReview {
+            api_version: API_VERSION,
+            kind: KIND,
+            response: WireResponse {
+                uid: &self.uid,
+                allowed: self.allowed,
+                status: self.status.as_ref(),
+                patch_type: patch.as_ref().map(|_| "JSONPatch"),
+                patch,
+                warnings: self.warnings.iter().map(|w| clip_warning(w)).collect(),
+                audit_annotations: &self.audit_annotations,
+            },
+        };
+        // Serialising plain strings, bools and maps of strings cannot fail.
+        serde_json::to_vec(&wire).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The same answer as a JSON value (for `review -o json` and tests).
+    pub fn to_review_value(&self) -> Value {
+        serde_json::from_slice(&self.to_review_json()).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn review(request: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({"apiVersion": API_VERSION, "kind": KIND, "request": request}))
+            .unwrap()
+    }
+
+    fn pod_request() -> Value {
+        json!({
+            "uid": "abc-123",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "ns", "name": "p", "operation": "CREATE",
+            "userInfo": {"username": "alice", "groups": ["dev"]},
+            "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}},
+            "dryRun": true
+        })
+    }
+
+    #[test]
+    fn decodes_a_pod_review() {
+        let req = decode(&review(pod_request())).unwrap();
+        assert_eq!(req.uid, "abc-123");
+        assert_eq!(req.kind.kind, "Pod");
+        assert_eq!(req.operation, Operation::Create);
+        assert!(req.dry_run);
+        assert_eq!(req.user_info.groups, vec!["dev"]);
+        assert_eq!(req.object().unwrap()["metadata"]["name"], "p");
+        assert_eq!(req.display_name(), "ns/p");
+    }
+
+    #[test]
+    fn refuses_each_malformed_envelope() {
+        assert!(matches!(decode(b"nope"), Err(DecodeError::NotJson(_))));
+        assert!(matches!(decode(b"[1]"), Err(DecodeError::NotAReview(_))));
+        let wrong = br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#;
+        assert!(matches!(decode(wrong), Err(DecodeError::WrongApiVersion(_))));
+        let kind = br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#;
+        assert!(matches!(decode(kind), Err(DecodeError::WrongKind(_))));
+        let noreq = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
+        assert!(matches!(decode(noreq), Err(DecodeError::MissingRequest)));
+        let mut r = pod_request();
+        r.as_object_mut().unwrap().remove("uid");
+        assert!(matches!(decode(&review(r)), Err(DecodeError::MissingUid)));
+        let mut r = pod_request();
+        r["object"] = json!([1, 2]);
+        let err = decode(&review(r)).unwrap_err();
+        assert_eq!(err.uid(), Some("abc-123"));
+        let mut r = pod_request();
+        r["operation"] = json!("EXPLODE");
+        assert_eq!(decode(&review(r)).unwrap_err().uid(), Some("abc-123"));
+    }
+
+    #[test]
+    fn patch_is_base64_of_an_rfc6902_array() {
+        let mut resp = Response::allow("u1");
+        resp.patch = serde_json::from_value(json!([
+            {"op": "add", "path": "/metadata/labels/a~1b", "value": "x"}
+        ]))
+        .unwrap();
+        let wire: Value = serde_json::from_slice(&resp.to_review_json()).unwrap();
+        assert_eq!(wire["apiVersion"], API_VERSION);
+        assert_eq!(wire["kind"], KIND);
+        assert_eq!(wire["response"]["uid"], "u1");
+        assert_eq!(wire["response"]["patchType"], "JSONPatch");
+        let b64 = wire["response"]["patch"].as_str().expect("patch is a string");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let ops: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(ops.0.len(), 1);
+        let mut doc = json!({"metadata": {"labels": {}}});
+        json_patch::patch(&mut doc, &ops).unwrap();
+        assert_eq!(doc["metadata"]["labels"]["a/b"], "x");
+    }
+
+    #[test]
+    fn deny_carries_status_and_no_patch() {
+        let mut resp = Response::deny("u2", 403, "[p] no");
+        resp.patch = serde_json::from_value(json!([{"op": "remove", "path": "/x"}])).unwrap();
+        let wire: Value = serde_json::from_slice(&resp.to_review_json()).unwrap();
+        assert_eq!(wire["response"]["allowed"], false);
+        assert_eq!(wire["response"]["status"]["code"], 403);
+        assert!(wire["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn long_warnings_are_clipped() {
+        let w = clip_warning(&"é".repeat(300));
+        assert_eq!(w.chars().count(), MAX_WARNING_LEN);
+    }
+}

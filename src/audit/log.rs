@@ -1,0 +1,211 @@
+//! Writing decision records: off the request path on a dedicated thread, to stdout and/or a file
+//! rotated by size into gzip'd generations (`decisions.log.1.gz`, …).
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use super::DecisionRecord;
+use crate::config::DecisionLogConfig;
+use crate::metrics::Metrics;
+
+/// Records waiting for the writer; beyond this the request path never blocks, it counts a drop.
+const QUEUE: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct DecisionLog {
+    tx: Option<SyncSender<DecisionRecord>>,
+    metrics: Arc<Metrics>,
+    include_objects: bool,
+}
+
+impl DecisionLog {
+    /// A log that writes nothing (offline tools).
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        DecisionLog {
+            tx: None,
+            metrics,
+            include_objects: false,
+        }
+    }
+
+    pub fn start(config: &DecisionLogConfig, metrics: Arc<Metrics>) -> io::Result<Self> {
+        if !config.stdout && config.file.is_none() {
+            return Ok(Self::disabled(metrics));
+        }
+        let file = match &config.file {
+            Some(path) => Some(RotatingFile::open(
+                path.clone(),
+                config.max_file_bytes,
+                config.keep_files,
+            )?),
+            None => None,
+        };
+        let (tx, rx) = sync_channel(QUEUE);
+        let stdout = config.stdout;
+        std::thread::Builder::new()
+            .name("decision-log".into())
+            .spawn(move || writer_loop(rx, stdout, file))?;
+        Ok(DecisionLog {
+            tx: Some(tx),
+            metrics,
+            include_objects: config.include_objects,
+        })
+    }
+
+    pub fn include_objects(&self) -> bool {
+        self.include_objects
+    }
+
+    pub fn record(&self, record: DecisionRecord) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(record) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.decision_log_dropped.inc();
+            }
+        }
+    }
+}
+
+fn writer_loop(rx: Receiver<DecisionRecord>, stdout: bool, mut file: Option<RotatingFile>) {
+    let out = io::stdout();
+    while let Ok(first) = rx.recv() {
+        let mut lock = out.lock();
+        // Drain what is queued so a burst costs one flush.
+        for record in std::iter::once(first).chain(rx.try_iter()) {
+            let Ok(mut line) = serde_json::to_vec(&record) else {
+                continue;
+            };
+            line.push(b'\n');
+            if stdout {
+                let _ = lock.write_all(&line);
+            }
+            if let Some(f) = file.as_mut()
+                && let Err(e) = f.write_line(&line)
+            {
+                tracing::error!(error = %e, "cannot write decision log file");
+            }
+        }
+        let _ = lock.flush();
+        if let Some(f) = file.as_mut() {
+            let _ = f.flush();
+        }
+    }
+}
+
+/// An append-only file that rotates into gzip'd generations when it grows past a size.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    size: u64,
+    out: BufWriter<File>,
+}
+
+impl RotatingFile {
+    pub fn open(path: PathBuf, max_bytes: u64, keep: usize) -> io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = file.metadata()?.len();
+        Ok(RotatingFile {
+            path,
+            max_bytes: max_bytes.max(1024),
+            keep,
+            size,
+            out: BufWriter::new(file),
+        })
+    }
+
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        self.out.write_all(line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn generation(&self, n: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{n}.gz"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.out.flush()?;
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path).or_else(ignore_missing)?;
+        } else {
+            std::fs::remove_file(self.generation(self.keep)).or_else(ignore_missing)?;
+            for n in (1..self.keep).rev() {
+                let from = self.generation(n);
+                if from.exists() {
+                    std::fs::rename(&from, self.generation(n + 1))?;
+                }
+            }
+            gzip_into(&self.path, &self.generation(1))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&self.path)?;
+        self.out = BufWriter::new(file);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn ignore_missing(e: io::Error) -> io::Result<()> {
+    if e.kind() == io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+fn gzip_into(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut input = File::open(src)?;
+    let mut enc = GzEncoder::new(File::create(dst)?, Compression::default());
+    io::copy(&mut input, &mut enc)?;
+    enc.finish()?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn rotates_into_gzip_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.log");
+        let mut f = RotatingFile::open(path.clone(), 1024, 2).unwrap();
+        let line = vec![b'x'; 600];
+        for _ in 0..4 {
+            f.write_line(&line).unwrap();
+        }
+        f.flush().unwrap();
+        assert!(dir.path().join("d.log.1.gz").exists());
+        assert!(dir.path().join("d.log.2.gz").exists());
+        assert!(!dir.path().join("d.log.3.gz").exists());
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(File::open(dir.path().join("d.log.1.gz")).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text.len(), 600);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 600);
+    }
+}

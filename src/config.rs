@@ -1,0 +1,257 @@
+//! Configuration: one YAML file (or the embedded default), with command-line flags and environment
+//! variables layered on top by `cli`. Unknown keys are errors, so a typo never silently disables a
+//! protection.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::mutate::MutationConfig;
+use crate::policy::PolicyConfig;
+
+/// The configuration compiled into the binary: what `serve` uses with no `--config`.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.yaml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// HTTPS address for `/mutate` and `/validate`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "default_health_listen")]
+    pub health_listen: SocketAddr,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// The Service the API server calls: names the generated certificate's SANs.
+    #[serde(default)]
+    pub service: ServiceRef,
+    /// Prefix of every label and annotation this product writes.
+    #[serde(default = "default_prefix")]
+    pub label_prefix: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Largest request body accepted (the API server sends at most 3 MiB objects).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Deadline for a review when the API server sends no `?timeout=`.
+    #[serde(default = "default_timeout")]
+    pub default_timeout_seconds: u64,
+    /// How long a connection may take to send its request headers (slowloris guard).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_seconds: u64,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace_seconds: u64,
+    #[serde(default)]
+    pub decision_log: DecisionLogConfig,
+    #[serde(default)]
+    pub mutation: MutationConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Directory holding `ca.crt`, `tls.crt`, `tls.key` (a Kubernetes TLS Secret's layout).
+    #[serde(default)]
+    pub cert_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by this CA.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceRef {
+    pub name: String,
+    pub namespace: String,
+}
+
+impl Default for ServiceRef {
+    fn default() -> Self {
+        ServiceRef {
+            name: "sandbox-admission".into(),
+            namespace: "sandbox-admission".into(),
+        }
+    }
+}
+
+impl ServiceRef {
+    /// The DNS names the API server may use to reach the Service.
+    pub fn dns_names(&self) -> Vec<String> {
+        let (n, ns) = (&self.name, &self.namespace);
+        vec![
+            n.clone(),
+            format!("{n}.{ns}"),
+            format!("{n}.{ns}.svc"),
+            format!("{n}.{ns}.svc.cluster.local"),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// Write each decision as a JSON line to stdout.
+    #[serde(default = "yes")]
+    pub stdout: bool,
+    /// Also append to this file, rotating at `maxFileBytes`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default = "default_log_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`file.1.gz` … `file.N.gz`).
+    #[serde(default = "default_log_keep")]
+    pub keep_files: usize,
+    /// Include object bodies (off: they can hold secrets).
+    #[serde(default)]
+    pub include_objects: bool,
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            stdout: true,
+            file: None,
+            max_file_bytes: default_log_file_bytes(),
+            keep_files: default_log_keep(),
+            include_objects: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8443))
+}
+fn default_health_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9090))
+}
+fn default_prefix() -> String {
+    "sandbox-admission.io/".into()
+}
+fn default_max_body() -> usize {
+    3 * 1024 * 1024
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn default_header_timeout() -> u64 {
+    5
+}
+fn default_grace() -> u64 {
+    20
+}
+fn default_log_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_log_keep() -> usize {
+    5
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(EMBEDDED_DEFAULT, "(embedded default)")
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                message: e.to_string(),
+            })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks that serde cannot express.
+    fn validate(&self) -> Result<(), String> {
+        if !self.label_prefix.ends_with('/') || self.label_prefix.len() < 2 {
+            return Err(format!(
+                "labelPrefix {:?} must be a DNS subdomain followed by '/'",
+                self.label_prefix
+            ));
+        }
+        for reserved in ["agents.x-k8s.io/", "extensions.agents.x-k8s.io/"] {
+            if self.label_prefix == reserved {
+                return Err(format!(
+                    "labelPrefix {reserved:?} is reserved for the upstream controller"
+                ));
+            }
+        }
+        if self.max_body_bytes < 1024 {
+            return Err("maxBodyBytes must be at least 1024".into());
+        }
+        if self.default_timeout_seconds == 0 || self.default_timeout_seconds > 30 {
+            return Err("defaultTimeoutSeconds must be within 1..=30 (the API server's range)".into());
+        }
+        self.mutation.validate()?;
+        self.policy.validate()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(c.health_listen.port(), 9090);
+        assert_eq!(c.label_prefix, "sandbox-admission.io/");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::parse("listne: 0.0.0.0:1\n", "t").unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn reserved_prefix_is_refused() {
+        let err = Config::parse("labelPrefix: agents.x-k8s.io/\n", "t").unwrap_err();
+        assert!(err.to_string().contains("reserved"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! sandbox-admission: admission webhook and Rego policy enforcer for Kubernetes Agent Sandbox.
+//!
+//! Data flows one way: `server` receives a body → `admission` decodes it → `mutate` / `policy`
+//! judge it → `pipeline` decides → `admission` encodes the answer → `audit` and `metrics` record it.
+
+pub mod admission;
+pub mod audit;
+pub mod certs;
+pub mod config;
+pub mod metrics;
+pub mod mutate;
+pub mod pipeline;
+pub mod policy;

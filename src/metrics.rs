@@ -1,0 +1,152 @@
+//! Prometheus metrics under `sandbox_admission_`, served on the health port's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    pub kind: String,
+    pub operation: String,
+    pub decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    pub policy: String,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<EndpointLabels, Histogram>,
+    pub in_flight: Gauge,
+    pub rejected_input: Family<ReasonLabels, Counter>,
+    pub violations: Family<ViolationLabels, Counter>,
+    pub policy_reloads: Family<ResultLabels, Counter>,
+    pub policies: Gauge,
+    pub cert_reloads: Family<ResultLabels, Counter>,
+    pub decision_log_dropped: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs … ~1.6 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sandbox_admission");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let in_flight = Gauge::default();
+        let rejected_input = Family::<ReasonLabels, Counter>::default();
+        let violations = Family::<ViolationLabels, Counter>::default();
+        let policy_reloads = Family::<ResultLabels, Counter>::default();
+        let policies = Gauge::default();
+        let cert_reloads = Family::<ResultLabels, Counter>::default();
+        let decision_log_dropped = Counter::default();
+        registry.register(
+            "requests",
+            "Admission reviews answered, by endpoint, kind, operation and decision",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from body received to answer encoded",
+            latency.clone(),
+        );
+        registry.register("in_flight_requests", "Reviews being processed", in_flight.clone());
+        registry.register(
+            "rejected_input",
+            "Requests refused because they could not be understood, by reason",
+            rejected_input.clone(),
+        );
+        registry.register(
+            "policy_violations",
+            "Violations found, by policy and enforcement action",
+            violations.clone(),
+        );
+        registry.register(
+            "policy_reload",
+            "Policy set reloads, by result",
+            policy_reloads.clone(),
+        );
+        registry.register("policies_loaded", "Policies in the serving set", policies.clone());
+        registry.register(
+            "certificate_reload",
+            "Serving certificate reloads, by result",
+            cert_reloads.clone(),
+        );
+        registry.register(
+            "decision_log_dropped",
+            "Decision records dropped because the log writer fell behind",
+            decision_log_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            rejected_input,
+            violations,
+            policy_reloads,
+            policies,
+            cert_reloads,
+            decision_log_dropped,
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected_input
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reload(&self, family: &Family<ResultLabels, Counter>, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        family
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,333 @@
+//! The admission pipeline, one way through: decode → mutate/validate → decide → encode → record.
+//! The server and the offline `review` command both go through here, so they cannot disagree.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::admission::{self, AdmissionRequest, DecodeError, Response};
+use crate::audit::{DecisionLog, DecisionRecord};
+use crate::config::Config;
+use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
+use crate::mutate::{MutationOutcome, Mutator};
+use crate::policy::{Action, PolicyHit, PolicyStore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+impl Endpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Mutate => "mutate",
+            Endpoint::Validate => "validate",
+        }
+    }
+}
+
+/// What one review decided, with everything the log and the caller need.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub response: Response,
+    pub hits: Vec<PolicyHit>,
+    pub mutations: Vec<String>,
+}
+
+impl Decision {
+    /// `allowed`, `warned` or `denied`, as counted in metrics and the log.
+    pub fn label(&self) -> &'static str {
+        if !self.response.allowed {
+            "denied"
+        } else if self.response.warnings.is_empty() {
+            "allowed"
+        } else {
+            "warned"
+        }
+    }
+}
+
+/// How a body was answered on the wire.
+pub enum Answer {
+    /// An AdmissionReview (allowed or denied), HTTP 200.
+    Review(Vec<u8>),
+    /// The body was not an AdmissionReview we can answer: HTTP 400 with this message.
+    BadRequest(String),
+}
+
+pub struct Admitter {
+    pub config: Arc<Config>,
+    pub mutator: Mutator,
+    pub policies: Arc<PolicyStore>,
+    pub metrics: Arc<Metrics>,
+    pub log: DecisionLog,
+}
+
+impl Admitter {
+    /// Mutate or validate one decoded request and decide. No I/O beyond what mutation needs.
+    pub async fn decide(&self, endpoint: Endpoint, req: &AdmissionRequest) -> Decision {
+        match endpoint {
+            Endpoint::Mutate => decide_mutation(req, self.mutator.mutate(req).await),
+            Endpoint::Validate => {
+                let hits = self.policies.evaluate(req, None);
+                decide_validation(req, hits)
+            }
+        }
+    }
+
+    /// The whole pipeline for one HTTP body, within `deadline`.
+    pub async fn handle(&self, endpoint: Endpoint, body: &[u8], deadline: Duration) -> Answer {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let answer = match admission::decode(body) {
+            Err(err) => self.refuse(endpoint, err),
+            Ok(req) => {
+                let decision = match tokio::time::timeout(deadline, self.decide(endpoint, &req)).await
+                {
+                    Ok(d) => d,
+                    Err(_) => Decision {
+                        response: Response::deny(
+                            &req.uid,
+                            500,
+                            format!(
+                                "review did not finish within its {}ms deadline; refused (fail closed)",
+                                deadline.as_millis()
+                            ),
+                        ),
+                        hits: Vec::new(),
+                        mutations: Vec::new(),
+                    },
+                };
+                let body = decision.response.to_review_json();
+                self.record(endpoint, &req, &decision, started.elapsed());
+                Answer::Review(body)
+            }
+        };
+        self.metrics.in_flight.dec();
+        answer
+    }
+
+    fn refuse(&self, endpoint: Endpoint, err: DecodeError) -> Answer {
+        let reason = match &err {
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::NotAReview(_) => "not_a_review",
+            DecodeError::WrongApiVersion(_) => "wrong_api_version",
+            DecodeError::WrongKind(_) => "wrong_kind",
+            DecodeError::MissingRequest => "missing_request",
+            DecodeError::MissingUid => "missing_uid",
+            DecodeError::BadRequest { .. } => "malformed_request",
+        };
+        self.metrics.reject(reason);
+        tracing::warn!(endpoint = endpoint.as_str(), reason, error = %err, "refused a request that cannot be understood");
+        match err.uid() {
+            Some(uid) => Answer::Review(Response::deny(uid, 400, err.to_string()).to_review_json()),
+            None => Answer::BadRequest(err.to_string()),
+        }
+    }
+
+    fn record(&self, endpoint: Endpoint, req: &AdmissionRequest, d: &Decision, took: Duration) {
+        let label = d.label();
+        let m = &self.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.as_str().into(),
+                kind: req.kind.kind.clone(),
+                operation: req.operation.as_str().into(),
+                decision: label.into(),
+            })
+            .inc();
+        m.latency
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.as_str().into(),
+            })
+            .observe(took.as_secs_f64());
+        for hit in &d.hits {
+            m.violations
+                .get_or_create(&ViolationLabels {
+                    policy: hit.policy.clone(),
+                    action: hit.action.as_str().into(),
+                })
+                .inc();
+        }
+        let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        tracing::info!(
+            uid = %req.uid,
+            endpoint = endpoint.as_str(),
+            kind = %req.kind.kind,
+            object = %req.display_name(),
+            operation = %req.operation,
+            decision = label,
+            latency_us,
+            "review"
+        );
+        self.log.record(record_of(endpoint, req, d, latency_us, self.log.include_objects()));
+    }
+}
+
+/// The log line for one decision.
+pub fn record_of(
+    endpoint: Endpoint,
+    req: &AdmissionRequest,
+    d: &Decision,
+    latency_us: u64,
+    include_object: bool,
+) -> DecisionRecord {
+    DecisionRecord {
+        time: Utc::now(),
+        uid: req.uid.clone(),
+        endpoint: endpoint.as_str().into(),
+        user: req.user_info.username.clone(),
+        groups: req.user_info.groups.clone(),
+        operation: req.operation.as_str().into(),
+        group: req.kind.group.clone(),
+        version: req.kind.version.clone(),
+        kind: req.kind.kind.clone(),
+        namespace: req.namespace.clone(),
+        name: req.name.clone(),
+        dry_run: req.dry_run,
+        allowed: d.response.allowed,
+        decision: d.label().into(),
+        message: d.response.status.as_ref().map(|s| s.message.clone()),
+        policies: d.hits.clone(),
+        mutations: d.mutations.clone(),
+        latency_us,
+        object: if include_object {
+            req.object().cloned()
+        } else {
+            None
+        },
+    }
+}
+
+/// Mutation outcome → answer. A refusal from mutation is a 403 with no patch.
+pub fn decide_mutation(req: &AdmissionRequest, outcome: MutationOutcome) -> Decision {
+    let MutationOutcome {
+        patch,
+        mutations,
+        warnings,
+        denial,
+        audit_annotations,
+    } = outcome;
+    let mut response = match denial {
+        Some(message) => Response::deny(&req.uid, 403, message),
+        None => {
+            let mut r = Response::allow(&req.uid);
+            r.patch = patch;
+            r
+        }
+    };
+    response.warnings = warnings;
+    response.audit_annotations = audit_annotations;
+    if !mutations.is_empty() {
+        response
+            .audit_annotations
+            .insert("mutations".into(), mutations.join(", "));
+    }
+    Decision {
+        response,
+        hits: Vec::new(),
+        mutations,
+    }
+}
+
+/// Policy hits → answer: every deny-policy in the message, warn-policies as warnings, dry-run
+/// policies only in the record; the API server's audit log learns which policies fired.
+pub fn decide_validation(req: &AdmissionRequest, hits: Vec<PolicyHit>) -> Decision {
+    let mut denied = Vec::new();
+    let mut warnings = Vec::new();
+    let mut by_action: BTreeMap<&'static str, Vec<&str>> = BTreeMap::new();
+    for hit in &hits {
+        let line = format!("[{}] {}", hit.policy, hit.message);
+        match hit.action {
+            Action::Deny => denied.push(line),
+            Action::Warn => warnings.push(line),
+            Action::Dryrun => {}
+        }
+        let names = by_action.entry(hit.action.as_str()).or_default();
+        if !names.contains(&hit.policy.as_str()) {
+            names.push(&hit.policy);
+        }
+    }
+    let mut response = if denied.is_empty() {
+        Response::allow(&req.uid)
+    } else {
+        Response::deny(&req.uid, 403, denied.join("\n"))
+    };
+    response.warnings = warnings;
+    for (action, names) in by_action {
+        response
+            .audit_annotations
+            .insert(format!("policies-{action}"), names.join(","));
+    }
+    Decision {
+        response,
+        hits,
+        mutations: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req() -> AdmissionRequest {
+        AdmissionRequest::from_value(json!({
+            "uid": "u", "kind": {"group": "agents.x-k8s.io", "version": "v1beta1", "kind": "Sandbox"},
+            "resource": {"group": "agents.x-k8s.io", "version": "v1beta1", "resource": "sandboxes"},
+            "operation": "CREATE", "object": {}
+        }))
+        .unwrap()
+    }
+
+    fn hit(policy: &str, action: Action, message: &str) -> PolicyHit {
+        PolicyHit {
+            policy: policy.into(),
+            action,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn every_deny_policy_is_named_and_warnings_kept_apart() {
+        let d = decide_validation(
+            &req(),
+            vec![
+                hit("a", Action::Deny, "first"),
+                hit("b", Action::Deny, "second"),
+                hit("c", Action::Warn, "careful"),
+                hit("d", Action::Dryrun, "quiet"),
+            ],
+        );
+        assert!(!d.response.allowed);
+        let status = d.response.status.clone().unwrap();
+        assert_eq!(status.code, 403);
+        assert_eq!(status.message, "[a] first\n[b] second");
+        assert_eq!(d.response.warnings, vec!["[c] careful"]);
+        assert_eq!(d.response.audit_annotations["policies-deny"], "a,b");
+        assert_eq!(d.response.audit_annotations["policies-dryrun"], "d");
+        assert_eq!(d.label(), "denied");
+    }
+
+    #[test]
+    fn warn_only_is_allowed_with_warnings() {
+        let d = decide_validation(&req(), vec![hit("c", Action::Warn, "careful")]);
+        assert!(d.response.allowed);
+        assert_eq!(d.label(), "warned");
+    }
+
+    #[test]
+    fn mutation_denial_drops_the_patch() {
+        let outcome = MutationOutcome {
+            patch: serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}])).unwrap(),
+            denial: Some("no such profile".into()),
+            ..Default::default()
+        };
+        let d = decide_mutation(&req(), outcome);
+        assert!(!d.response.allowed);
+        assert!(d.response.patch.is_empty());
+    }
+}
