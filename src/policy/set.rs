@@ -1,0 +1,210 @@
+//! A compiled policy set: one warmed regorus engine holding every policy and library module,
+//! plus what is needed to evaluate just the matching policies in a single query.
+
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU32;
+
+use regorus::Engine;
+use regorus::utils::limits::ExecutionTimerConfig;
+use serde_json::{Map, json};
+
+use super::compile::{self, Role};
+use super::meta::{FailurePolicy, Metadata};
+use super::{Action, LoadIssue, PolicyConfig, PolicyLoadError, SourceFile};
+
+/// Where each policy's parameters live in `data`; `with input.parameters as` reads them there.
+pub(super) const PARAMS_ROOT: &str = "__sandbox_admission";
+
+/// Work units between clock reads: frequent enough to stop a runaway policy within
+/// milliseconds, rare enough that reading the clock costs nothing measurable.
+const TIMER_CHECK_INTERVAL: u32 = 64;
+
+/// One policy, ready to be evaluated.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub file: String,
+    pub action: Action,
+    pub failure: FailurePolicy,
+    pub(super) meta: Metadata,
+    /// The query statement binding this policy's violations to `binding`.
+    pub(super) statement: String,
+    pub(super) binding: String,
+}
+
+pub struct PolicySet {
+    pub(super) engine: Engine,
+    pub(super) policies: Vec<Policy>,
+    origin: String,
+}
+
+impl PolicySet {
+    pub fn empty(config: &PolicyConfig) -> Self {
+        let mut engine = Engine::new();
+        set_timer(&mut engine, config);
+        PolicySet {
+            engine,
+            policies: Vec::new(),
+            origin: "none".into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn policy_names(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Compile `files` (tests are skipped). Every problem is collected, not just the first.
+    pub fn compile(
+        files: &[SourceFile],
+        origin: String,
+        config: &PolicyConfig,
+    ) -> Result<PolicySet, PolicyLoadError> {
+        let mut engine = Engine::new();
+        set_timer(&mut engine, config);
+        let mut issues = Vec::new();
+        let by_path: BTreeMap<&str, &SourceFile> =
+            files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let mut used_yaml = HashSet::new();
+        let mut pending = Vec::new();
+        let mut packages: BTreeMap<String, String> = BTreeMap::new();
+
+        for file in files.iter().filter(|f| compile::is_rego(&f.path)) {
+            if compile::is_test_file(&file.path) {
+                continue;
+            }
+            let package = match compile::add_module(&mut engine, file) {
+                Ok(p) => p,
+                Err(issue) => {
+                    issues.push(issue);
+                    continue;
+                }
+            };
+            if compile::role_of(&file.path, &package) == Role::Library {
+                continue;
+            }
+            if let Some(other) = packages.insert(package.clone(), file.path.clone()) {
+                issues.push(issue(&file.path, format!("{package} is also the package of policy {other}; each policy needs its own package")));
+                continue;
+            }
+            let meta_path = compile::metadata_paths(&file.path)
+                .into_iter()
+                .find(|p| by_path.contains_key(p.as_str()));
+            let Some(meta_path) = meta_path else {
+                issues.push(issue(&file.path, format!("policy has no metadata file (expected {})", compile::metadata_paths(&file.path)[0])));
+                continue;
+            };
+            used_yaml.insert(meta_path.clone());
+            let text = by_path.get(meta_path.as_str()).map_or("", |f| f.text.as_str());
+            match Metadata::parse(text) {
+                Ok(meta) => pending.push((file, package, meta)),
+                Err((line, message)) => issues.push(LoadIssue {
+                    file: meta_path,
+                    line,
+                    message: format!("invalid metadata: {message}"),
+                }),
+            }
+        }
+        for file in files.iter().filter(|f| compile::is_yaml(&f.path)) {
+            let base = file.path.rsplit('/').next().unwrap_or(&file.path);
+            if !used_yaml.contains(&file.path) && !base.starts_with("kustomization.") {
+                issues.push(issue(&file.path, "metadata file without a policy beside it (expected a .rego of the same name)".into()));
+            }
+        }
+
+        let mut policies = Vec::new();
+        let mut params = Map::new();
+        let mut names = HashSet::new();
+        for (index, (file, package, meta)) in pending.into_iter().enumerate() {
+            let name = meta.name.clone().unwrap_or_else(|| stem(&file.path));
+            if !super::meta::valid_policy_name(&name) {
+                issues.push(issue(&file.path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits and '-'; set `name` in the metadata")));
+                continue;
+            }
+            if !names.insert(name.clone()) {
+                issues.push(issue(&file.path, format!("policy name {name:?} is used twice")));
+                continue;
+            }
+            if !compile::plain_package(&package) {
+                issues.push(issue(&file.path, format!("package {package} must be dotted identifiers")));
+                continue;
+            }
+            match engine.has_declared_rule_rooted_at(&file.path, "violation") {
+                Ok(true) => {}
+                Ok(false) => {
+                    issues.push(issue(&file.path, format!("{package} defines no `violation` rule")));
+                    continue;
+                }
+                Err(e) => {
+                    issues.push(compile::issue_from(&file.path, &e));
+                    continue;
+                }
+            }
+            let key = format!("p{index}");
+            let binding = format!("__r{index}");
+            let statement = format!(
+                "{binding} := [v | v := {package}.violation[_]] with input.parameters as data.{PARAMS_ROOT}.parameters.{key}"
+            );
+            params.insert(key, meta.parameters.clone());
+            policies.push(Policy {
+                name,
+                file: file.path.clone(),
+                action: meta.enforcement_action,
+                failure: meta.failure_policy,
+                meta,
+                statement,
+                binding,
+            });
+        }
+        if !issues.is_empty() {
+            return Err(PolicyLoadError { issues });
+        }
+        if let Err(e) = engine.add_data(regorus::Value::from(json!({PARAMS_ROOT: {"parameters": params}}))) {
+            return Err(PolicyLoadError::one(origin, None, format!("cannot add parameters: {e}")));
+        }
+        // Warm: analyse and schedule every module now, so compile errors (unknown functions,
+        // unsafe variables, recursion) reject the set here and requests only clone a ready engine.
+        engine.set_input(regorus::Value::from(json!({"review": {}, "parameters": {}})));
+        if let Err(e) = engine.eval_query("true".into(), false) {
+            return Err(PolicyLoadError {
+                issues: vec![compile::issue_from(&origin, &e)],
+            });
+        }
+        Ok(PolicySet {
+            engine,
+            policies,
+            origin,
+        })
+    }
+}
+
+fn set_timer(engine: &mut Engine, config: &PolicyConfig) {
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: config.evaluation_timeout(),
+        check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+    });
+}
+
+fn issue(file: &str, message: String) -> LoadIssue {
+    LoadIssue {
+        file: file.to_owned(),
+        line: None,
+        message,
+    }
+}
+
+fn stem(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.strip_suffix(".rego").unwrap_or(base).replace('_', "-")
+}
