@@ -99,21 +99,18 @@ pub fn issue_from(path: &str, err: &anyhow::Error) -> LoadIssue {
     }
 }
 
-/// Find the first `file:line:col: ` in a regorus message, and the message after it.
+/// regorus errors look like `--> path:line:col`, a source excerpt, then `error: message`.
 fn locate(text: &str) -> Option<(String, Option<u32>, String)> {
-    for (idx, _) in text.match_indices(':') {
-        let (head, rest) = text.split_at(idx);
-        let mut parts = rest.trim_start_matches(':').splitn(3, ':');
-        let line = parts.next().and_then(|l| l.parse::<u32>().ok());
-        let col = parts.next().and_then(|c| c.parse::<u32>().ok());
-        if let (Some(line), Some(_)) = (line, col) {
-            let file = head.rsplit('\n').next().unwrap_or(head).trim().to_owned();
-            let message = parts.next().unwrap_or("").trim().to_owned();
-            let message = message.strip_prefix("error:").unwrap_or(&message).trim().to_owned();
-            return Some((file, Some(line), message));
-        }
-    }
-    None
+    let arrow = text.lines().find_map(|l| l.trim_start().strip_prefix("--> "))?;
+    let mut parts = arrow.trim().rsplitn(3, ':');
+    let _col = parts.next()?;
+    let line = parts.next()?.parse::<u32>().ok()?;
+    let file = parts.next()?.to_owned();
+    let message = match text.rfind("error:") {
+        Some(at) => text[at + "error:".len()..].trim().to_owned(),
+        None => text.trim().to_owned(),
+    };
+    Some((file, Some(line), message))
 }
 
 #[cfg(test)]
@@ -146,7 +143,7 @@ mod tests {
         let issue = add_module(&mut engine, &bad).unwrap_err();
         assert_eq!(issue.file, "bad.rego");
         assert!(matches!(issue.line, Some(4 | 5)), "{issue:?}");
-        assert!(!issue.message.is_empty());
+        assert!(!issue.message.is_empty() && !issue.message.contains("-->"), "{issue:?}");
     }
 
     #[test]

@@ -118,7 +118,9 @@ impl PolicySet {
         }
         for file in files.iter().filter(|f| compile::is_yaml(&f.path)) {
             let base = file.path.rsplit('/').next().unwrap_or(&file.path);
-            if !used_yaml.contains(&file.path) && !base.starts_with("kustomization.") {
+            let stem = file.path.rsplit_once('.').map_or(file.path.as_str(), |(s, _)| s);
+            let has_rego = by_path.contains_key(format!("{stem}.rego").as_str());
+            if !used_yaml.contains(&file.path) && !has_rego && !base.starts_with("kustomization.") {
                 issues.push(issue(&file.path, "metadata file without a policy beside it (expected a .rego of the same name)".into()));
             }
         }
