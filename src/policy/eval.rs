@@ -121,8 +121,9 @@ fn failure_action(policy: &Policy) -> Action {
 }
 
 fn failure_hit(policy: &Policy, err: &anyhow::Error) -> PolicyHit {
-    let text = format!("{err:#}");
-    let first = text.lines().next().unwrap_or("unknown error");
+    // `file:line: message`, without regorus's multi-line source excerpt.
+    let located = super::compile::issue_from(&policy.file, err).to_string();
+    let first = located.lines().next().unwrap_or("unknown error");
     let mut short: String = first.chars().take(MAX_ERROR_CHARS).collect();
     if first.chars().count() > MAX_ERROR_CHARS {
         short.push('…');

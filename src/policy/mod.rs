@@ -8,6 +8,7 @@ pub mod cli;
 mod compile;
 mod eval;
 mod meta;
+mod recursion;
 mod reload;
 mod schema;
 mod set;

@@ -169,6 +169,9 @@ impl PolicySet {
                 binding,
             });
         }
+        if issues.is_empty() {
+            issues.extend(super::recursion::find_recursion(&mut engine));
+        }
         if !issues.is_empty() {
             return Err(PolicyLoadError { issues });
         }
@@ -183,11 +186,38 @@ impl PolicySet {
                 issues: vec![compile::issue_from(&origin, &e)],
             });
         }
-        Ok(PolicySet {
+        let set = PolicySet {
             engine,
             policies,
             origin,
-        })
+        };
+        set.probe()?;
+        Ok(set)
+    }
+
+    /// Evaluate every policy once against an empty review. regorus resolves function names only
+    /// when a call is reached, so this is what turns a misspelt builtin into a load error (and
+    /// the last good set keeps serving) instead of a denial of every request.
+    fn probe(&self) -> Result<(), PolicyLoadError> {
+        let input = regorus::Value::from(json!({
+            "review": {"kind": {}, "object": {}, "operation": ""},
+            "parameters": {},
+        }));
+        let mut issues = Vec::new();
+        for policy in &self.policies {
+            let mut engine = self.engine.clone();
+            engine.set_input(input.clone());
+            if let Err(e) = engine.eval_query(policy.statement.clone(), false) {
+                let mut found = compile::issue_from(&policy.file, &e);
+                found.message = format!("fails on an empty review: {}", found.message);
+                issues.push(found);
+            }
+        }
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyLoadError { issues })
+        }
     }
 }
 
