@@ -3,7 +3,7 @@ package sandbox.capabilities
 import data.lib.sandbox as lib
 import rego.v1
 
-allowed := {canonical(c) | some c in lib.param("allowedCapabilities", [])}
+allowed := {canonical(c) | some c in object.get(input.parameters, "allowedCapabilities", [])}
 
 canonical(cap) := upper(trim_prefix(upper(cap), "CAP_"))
 

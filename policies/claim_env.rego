@@ -3,7 +3,7 @@ package claim.env
 import data.lib.sandbox as lib
 import rego.v1
 
-denied := {n | some n in lib.param("deniedNames", [])}
+denied := {n | some n in object.get(input.parameters, "deniedNames", [])}
 
 env := object.get(lib.obj, ["spec", "env"], [])
 

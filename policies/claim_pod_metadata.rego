@@ -19,7 +19,7 @@ violation contains {"msg": "additionalPodMetadata.labels: app=sandbox-router is 
 reserved_domain(key) := domain if {
 	contains(key, "/")
 	prefix := split(key, "/")[0]
-	some domain in lib.param("reservedDomains", [])
+	some domain in object.get(input.parameters, "reservedDomains", [])
 	in_domain(prefix, domain)
 }
 

@@ -5,5 +5,5 @@ import rego.v1
 
 violation contains {"msg": sprintf("envVarsInjectionPolicy: Overrides is not allowed in namespace %q", [lib.review.namespace])} if {
 	lib.obj.spec.envVarsInjectionPolicy == "Overrides"
-	not lib.namespace_allowed(lib.param("allowedNamespaces", []))
+	not lib.namespace_allowed(object.get(input.parameters, "allowedNamespaces", []))
 }

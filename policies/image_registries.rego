@@ -3,7 +3,7 @@ package sandbox.image_registries
 import data.lib.sandbox as lib
 import rego.v1
 
-allowed := lib.param("allowedRegistries", [])
+allowed := object.get(input.parameters, "allowedRegistries", [])
 
 # `busybox` → `docker.io/library/busybox`, `org/app` → `docker.io/org/app`.
 normalize(image) := image if {

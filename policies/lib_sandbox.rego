@@ -117,6 +117,3 @@ namespace_allowed(allowed) if {
 	endswith(pattern, "*")
 	startswith(review.namespace, trim_suffix(pattern, "*"))
 }
-
-# The parameters a policy was given, with a fallback for a key its metadata does not set.
-param(key, fallback) := object.get(input, ["parameters", key], fallback)

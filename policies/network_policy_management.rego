@@ -5,5 +5,5 @@ import rego.v1
 
 violation contains {"msg": sprintf("networkPolicyManagement: Unmanaged is not allowed in namespace %q", [lib.review.namespace])} if {
 	lib.obj.spec.networkPolicyManagement == "Unmanaged"
-	not lib.namespace_allowed(lib.param("allowedNamespaces", []))
+	not lib.namespace_allowed(object.get(input.parameters, "allowedNamespaces", []))
 }

@@ -3,7 +3,7 @@ package sandbox.runtime_class
 import data.lib.sandbox as lib
 import rego.v1
 
-allowed := lib.param("allowedRuntimeClasses", [])
+allowed := object.get(input.parameters, "allowedRuntimeClasses", [])
 
 violation contains {"msg": msg, "details": {"allowed": allowed}} if {
 	spec := lib.pod_spec

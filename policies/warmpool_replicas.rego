@@ -3,7 +3,7 @@ package warmpool.replicas
 import data.lib.sandbox as lib
 import rego.v1
 
-ceiling := lib.param("maxReplicas", 0)
+ceiling := object.get(input.parameters, "maxReplicas", 0)
 
 violation contains {"msg": sprintf("replicas %v exceeds the ceiling of %v", [n, ceiling])} if {
 	n := lib.obj.spec.replicas

@@ -80,11 +80,17 @@ impl PolicySet {
         let mut pending = Vec::new();
         let mut packages: BTreeMap<String, String> = BTreeMap::new();
 
-        for file in files.iter().filter(|f| compile::is_rego(&f.path)) {
+        for (file_index, file) in files.iter().filter(|f| compile::is_rego(&f.path)).enumerate() {
             if compile::is_test_file(&file.path) {
                 continue;
             }
-            let package = match compile::add_module(&mut engine, file) {
+            let key = format!("f{file_index}");
+            let direct = direct_parameters(&file.text, &format!("data.{PARAMS_ROOT}.parameters.{key}"));
+            let module = SourceFile {
+                path: file.path.clone(),
+                text: direct.clone().unwrap_or_else(|| file.text.clone()),
+            };
+            let package = match compile::add_module(&mut engine, &module) {
                 Ok(p) => p,
                 Err(issue) => {
                     issues.push(issue);
@@ -108,7 +114,7 @@ impl PolicySet {
             used_yaml.insert(meta_path.clone());
             let text = by_path.get(meta_path.as_str()).map_or("", |f| f.text.as_str());
             match Metadata::parse(text) {
-                Ok(meta) => pending.push((file, package, meta)),
+                Ok(meta) => pending.push((file, package, meta, key, direct.is_some())),
                 Err((line, message)) => issues.push(LoadIssue {
                     file: meta_path,
                     line,
@@ -128,7 +134,7 @@ impl PolicySet {
         let mut policies = Vec::new();
         let mut params = Map::new();
         let mut names = HashSet::new();
-        for (index, (file, package, meta)) in pending.into_iter().enumerate() {
+        for (index, (file, package, meta, key, direct)) in pending.into_iter().enumerate() {
             let name = meta.name.clone().unwrap_or_else(|| stem(&file.path));
             if !super::meta::valid_policy_name(&name) {
                 issues.push(issue(&file.path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits and '-'; set `name` in the metadata")));
@@ -153,11 +159,15 @@ impl PolicySet {
                     continue;
                 }
             }
-            let key = format!("p{index}");
             let binding = format!("__r{index}");
-            let statement = format!(
-                "{binding} := [v | v := {package}.violation[_]] with input.parameters as data.{PARAMS_ROOT}.parameters.{key}"
-            );
+            let collect = format!("{binding} := [v | v := {package}.violation[_]]");
+            // A `with` makes regorus drop every cached rule value, so shared helpers would be
+            // recomputed for each policy; policies whose parameters were rewritten need none.
+            let statement = if direct {
+                collect
+            } else {
+                format!("{collect} with input.parameters as data.{PARAMS_ROOT}.parameters.{key}")
+            };
             params.insert(key, meta.parameters.clone());
             policies.push(Policy {
                 name,
@@ -239,4 +249,75 @@ fn issue(file: &str, message: String) -> LoadIssue {
 fn stem(path: &str) -> String {
     let base = path.rsplit('/').next().unwrap_or(path);
     base.strip_suffix(".rego").unwrap_or(base).replace('_', "-")
+}
+
+/// Point a policy's `input.parameters` straight at its own parameters in `data`.
+///
+/// Gatekeeper's contract gives each policy its own `input.parameters`. Evaluating all policies in
+/// one query with `with input.parameters as …` per policy is correct but slow (each `with`
+/// discards regorus's rule cache), so when every use of `input` in the module is a plain
+/// `input.review…` or `input.parameters…` reference, the latter is rewritten to `data_ref` (same
+/// line, so error locations stay true). Any other use of `input` (bound whole, indexed,
+/// mentioned in a comment or string) keeps the module as written, evaluated with `with`.
+/// Helper libraries (`package lib…`) are never rewritten.
+fn direct_parameters(text: &str, data_ref: &str) -> Option<String> {
+    let is_library = text.lines().any(|l| {
+        let l = l.trim_start();
+        l == "package lib" || l.starts_with("package lib.") || l.starts_with("package lib ")
+    });
+    if is_library {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    while let Some(at) = rest.find("input") {
+        let (before, after) = rest.split_at(at);
+        let preceded = before.chars().next_back().is_some_and(|c| ident(c) || c == '.');
+        let tail = &after["input".len()..];
+        if preceded || tail.chars().next().is_some_and(ident) {
+            out.push_str(before);
+            out.push_str("input");
+            rest = tail;
+            continue;
+        }
+        out.push_str(before);
+        if let Some(params) = tail.strip_prefix(".parameters") {
+            if params.chars().next().is_some_and(ident) {
+                return None;
+            }
+            out.push_str(data_ref);
+            rest = params;
+        } else if tail.starts_with(".review") {
+            out.push_str("input");
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_parameters;
+
+    #[test]
+    fn parameters_are_rewritten_only_when_every_input_use_is_plain() {
+        let d = "data.p.f0";
+        assert_eq!(
+            direct_parameters("x := input.parameters.a\ny := input.review.object", d).as_deref(),
+            Some("x := data.p.f0.a\ny := input.review.object")
+        );
+        assert_eq!(direct_parameters("x := input", d), None);
+        assert_eq!(direct_parameters("x := input[\"parameters\"]", d), None);
+        assert_eq!(direct_parameters("x := input.parametersX", d), None);
+        assert_eq!(direct_parameters("# reads input\nx := 1", d), None);
+        assert_eq!(direct_parameters("package lib.x\ny := input.parameters", d), None);
+        assert_eq!(
+            direct_parameters("myinput := 1\nx := a.input", d).as_deref(),
+            Some("myinput := 1\nx := a.input")
+        );
+    }
 }
