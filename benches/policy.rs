@@ -67,7 +67,12 @@ fn bench(c: &mut Criterion) {
     c.bench_function("policy/load_embedded_set", |b| {
         b.iter(|| {
             black_box(
-                PolicyStore::load(&PolicySource::Embedded, &PolicyConfig::default(), Arc::new(Metrics::new())).ok(),
+                PolicyStore::load(
+                    &PolicySource::Embedded,
+                    &PolicyConfig::default(),
+                    Arc::new(Metrics::new()),
+                )
+                .ok(),
             )
         });
     });

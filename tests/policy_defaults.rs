@@ -105,16 +105,26 @@ fn the_unhardened_hello_world_sandbox_is_denied_by_exactly_these_policies() {
 
 #[test]
 fn the_secure_template_misses_only_what_it_does_not_set() {
-    let t = example("warmpool-quickstart/secure-sandboxtemplate.yaml", "SandboxTemplate");
+    let t = example(
+        "warmpool-quickstart/secure-sandboxtemplate.yaml",
+        "SandboxTemplate",
+    );
     assert_eq!(
         fired(&t, "CREATE"),
-        ["sandbox-automount-token", "sandbox-capabilities", "sandbox-resource-limits"]
+        [
+            "sandbox-automount-token",
+            "sandbox-capabilities",
+            "sandbox-resource-limits"
+        ]
     );
 }
 
 #[test]
 fn upstream_warm_pool_and_claim_are_allowed() {
-    let pool = example("warmpool-quickstart/sandboxwarmpool.yaml", "SandboxWarmPool");
+    let pool = example(
+        "warmpool-quickstart/sandboxwarmpool.yaml",
+        "SandboxWarmPool",
+    );
     assert!(fired(&pool, "CREATE").is_empty());
     let claim = example("warmpool-quickstart/sandbox-claim.yaml", "SandboxClaim");
     assert!(fired(&claim, "CREATE").is_empty());
@@ -123,12 +133,21 @@ fn upstream_warm_pool_and_claim_are_allowed() {
 #[test]
 fn a_hardened_sandbox_passes_in_both_versions_and_a_v1alpha1_violation_is_caught() {
     for version in ["v1alpha1", "v1beta1"] {
-        assert!(fired(&sandbox(version, hardened_spec()), "CREATE").is_empty(), "{version}");
-        assert!(fired(&sandbox(version, hardened_spec()), "UPDATE").is_empty(), "{version}");
+        assert!(
+            fired(&sandbox(version, hardened_spec()), "CREATE").is_empty(),
+            "{version}"
+        );
+        assert!(
+            fired(&sandbox(version, hardened_spec()), "UPDATE").is_empty(),
+            "{version}"
+        );
     }
     let mut spec = hardened_spec();
     spec["hostNetwork"] = json!(true);
-    assert_eq!(fired(&sandbox("v1alpha1", spec), "CREATE"), ["sandbox-host-namespaces"]);
+    assert_eq!(
+        fired(&sandbox("v1alpha1", spec), "CREATE"),
+        ["sandbox-host-namespaces"]
+    );
 }
 
 #[test]
@@ -164,17 +183,33 @@ fn a_sandbox_pod_without_runtime_class_is_denied_and_a_plain_pod_is_not_judged()
     let sandbox_pod = pod(json!({"agents.x-k8s.io/sandbox-name-hash": "0a1b2c3d"}));
     assert_eq!(fired(&sandbox_pod, "CREATE"), ["sandbox-runtime-class"]);
     assert!(fired(&pod(json!({"app": "web"})), "CREATE").is_empty());
-    assert!(store().evaluate(&review(&sandbox_pod, "DELETE"), None).is_empty());
+    assert!(
+        store()
+            .evaluate(&review(&sandbox_pod, "DELETE"), None)
+            .is_empty()
+    );
 }
 
 #[test]
 fn crafted_violations_name_their_policy() {
     let cases: Vec<(&str, Value)> = vec![
         ("sandbox-host-namespaces", json!({"hostPID": true})),
-        ("sandbox-host-path", json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]})),
-        ("sandbox-sysctls", json!({"securityContext": {"runAsNonRoot": true, "sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]}})),
-        ("sandbox-projected-token", json!({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]})),
-        ("sandbox-automount-token", json!({"automountServiceAccountToken": true})),
+        (
+            "sandbox-host-path",
+            json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}]}),
+        ),
+        (
+            "sandbox-sysctls",
+            json!({"securityContext": {"runAsNonRoot": true, "sysctls": [{"name": "kernel.shm_rmid_forced", "value": "1"}]}}),
+        ),
+        (
+            "sandbox-projected-token",
+            json!({"volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]}),
+        ),
+        (
+            "sandbox-automount-token",
+            json!({"automountServiceAccountToken": true}),
+        ),
         ("sandbox-runtime-class", json!({"runtimeClassName": "runc"})),
     ];
     for (policy, patch) in cases {
@@ -185,10 +220,22 @@ fn crafted_violations_name_their_policy() {
         assert_eq!(fired(&sandbox("v1beta1", spec), "CREATE"), [policy]);
     }
     let container_cases: Vec<(&str, Value)> = vec![
-        ("sandbox-privileged", json!({"privileged": true, "capabilities": {"drop": ["ALL"]}})),
-        ("sandbox-proc-mount", json!({"procMount": "Unmasked", "capabilities": {"drop": ["ALL"]}})),
-        ("sandbox-capabilities", json!({"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}})),
-        ("sandbox-run-as-non-root", json!({"runAsNonRoot": false, "capabilities": {"drop": ["ALL"]}})),
+        (
+            "sandbox-privileged",
+            json!({"privileged": true, "capabilities": {"drop": ["ALL"]}}),
+        ),
+        (
+            "sandbox-proc-mount",
+            json!({"procMount": "Unmasked", "capabilities": {"drop": ["ALL"]}}),
+        ),
+        (
+            "sandbox-capabilities",
+            json!({"capabilities": {"drop": ["ALL"], "add": ["SYS_ADMIN"]}}),
+        ),
+        (
+            "sandbox-run-as-non-root",
+            json!({"runAsNonRoot": false, "capabilities": {"drop": ["ALL"]}}),
+        ),
     ];
     for (policy, security) in container_cases {
         let mut spec = hardened_spec();
@@ -197,13 +244,17 @@ fn crafted_violations_name_their_policy() {
     }
     let mut spec = hardened_spec();
     spec["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 80}]);
-    assert_eq!(fired(&sandbox("v1beta1", spec), "CREATE"), ["sandbox-host-ports"]);
+    assert_eq!(
+        fired(&sandbox("v1beta1", spec), "CREATE"),
+        ["sandbox-host-ports"]
+    );
 }
 
 #[test]
 fn sandbox_level_rules() {
     let mut sb = sandbox("v1beta1", hardened_spec());
-    sb["spec"]["volumeClaimTemplates"] = json!([{"metadata": {"name": "w"}}, {"metadata": {"name": "w"}}]);
+    sb["spec"]["volumeClaimTemplates"] =
+        json!([{"metadata": {"name": "w"}}, {"metadata": {"name": "w"}}]);
     assert_eq!(fired(&sb, "CREATE"), ["sandbox-volume-claim-templates"]);
 
     let mut sb = sandbox("v1beta1", hardened_spec());
@@ -218,16 +269,25 @@ fn sandbox_level_rules() {
     t["spec"]["envVarsInjectionPolicy"] = json!("Overrides");
     assert_eq!(
         fired(&t, "UPDATE"),
-        ["sandbox-env-injection-policy", "sandbox-network-policy-management"]
+        [
+            "sandbox-env-injection-policy",
+            "sandbox-network-policy-management"
+        ]
     );
 }
 
 #[test]
 fn warm_pool_and_claim_rules() {
-    let mut pool = example("warmpool-quickstart/sandboxwarmpool.yaml", "SandboxWarmPool");
+    let mut pool = example(
+        "warmpool-quickstart/sandboxwarmpool.yaml",
+        "SandboxWarmPool",
+    );
     pool["spec"]["replicas"] = json!(1000);
     pool["spec"]["sandboxTemplateRef"] = json!({});
-    assert_eq!(fired(&pool, "CREATE"), ["warmpool-replicas", "warmpool-template-ref"]);
+    assert_eq!(
+        fired(&pool, "CREATE"),
+        ["warmpool-replicas", "warmpool-template-ref"]
+    );
 
     let mut claim = example("warmpool-quickstart/sandbox-claim.yaml", "SandboxClaim");
     claim["spec"]["env"] = json!([{"name": "LD_PRELOAD", "value": "/evil.so"}]);

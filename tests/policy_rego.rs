@@ -17,9 +17,21 @@ fn shipped_policy_unit_tests_all_pass() {
         .filter(|r| r.outcome != TestOutcome::Pass)
         .map(|r| format!("{}:{}: {} {:?}", r.file, r.line, r.name, r.outcome))
         .collect();
-    assert!(failures.is_empty(), "failing Rego tests:\n{}", failures.join("\n"));
-    assert!(report.results.len() >= 40, "only {} Rego tests found", report.results.len());
+    assert!(
+        failures.is_empty(),
+        "failing Rego tests:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        report.results.len() >= 40,
+        "only {} Rego tests found",
+        report.results.len()
+    );
     for file in &report.coverage {
-        assert!(file.percent() > 0.0, "{} is never exercised by a test", file.file);
+        assert!(
+            file.percent() > 0.0,
+            "{} is never exercised by a test",
+            file.file
+        );
     }
 }

@@ -14,7 +14,9 @@ use serde_json::json;
 const META: &str = "kinds: [{group: agents.x-k8s.io, kind: Sandbox}]\n";
 
 fn policy(msg: &str) -> String {
-    format!("package t.p\nviolation contains {{\"msg\": \"{msg}\"}} if input.review.object.spec.x == 1\n")
+    format!(
+        "package t.p\nviolation contains {{\"msg\": \"{msg}\"}} if input.review.object.spec.x == 1\n"
+    )
 }
 
 fn request() -> AdmissionRequest {
@@ -90,12 +92,20 @@ fn reload_follows_good_changes_and_refuses_broken_ones() {
     wait_for("the new verdict", || messages(&store) == vec!["second"]);
     assert!(store.status().last_error.is_none());
 
-    replace(dir.path(), "p.rego", "package t.p\nviolation contains msg if {\n");
+    replace(
+        dir.path(),
+        "p.rego",
+        "package t.p\nviolation contains msg if {\n",
+    );
     wait_for("the reload failure", || store.status().last_error.is_some());
     wait_for("the failure metric", || failures(&metrics));
     let error = store.status().last_error.unwrap_or_default();
     assert!(error.contains("p.rego:"), "{error}");
-    assert_eq!(messages(&store), vec!["second"], "the last good set keeps serving");
+    assert_eq!(
+        messages(&store),
+        vec!["second"],
+        "the last good set keeps serving"
+    );
 
     stop.store(true, Ordering::Relaxed);
     client.join().expect("no request failed during reloads");
@@ -127,8 +137,12 @@ fn a_configmap_style_symlink_swap_is_picked_up() {
         reload_debounce_ms: 50,
         ..PolicyConfig::default()
     };
-    let store = PolicyStore::load(&PolicySource::Dir(root.into()), &config, Arc::new(Metrics::new()))
-        .unwrap();
+    let store = PolicyStore::load(
+        &PolicySource::Dir(root.into()),
+        &config,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap();
     let _guard = store.watch(root).unwrap();
     assert_eq!(messages(&store), vec!["first"]);
 

@@ -24,7 +24,12 @@ fn request(kind: &str, op: &str, ns: &str, object: Value) -> AdmissionRequest {
 }
 
 fn sandbox(x: Value) -> AdmissionRequest {
-    request("Sandbox", "CREATE", "team", json!({"metadata": {"name": "sb"}, "spec": {"x": x}}))
+    request(
+        "Sandbox",
+        "CREATE",
+        "team",
+        json!({"metadata": {"name": "sb"}, "spec": {"x": x}}),
+    )
 }
 
 fn load(dir: &Path) -> Arc<PolicyStore> {
@@ -32,7 +37,11 @@ fn load(dir: &Path) -> Arc<PolicyStore> {
 }
 
 fn load_with(dir: &Path, config: &PolicyConfig) -> Arc<PolicyStore> {
-    match PolicyStore::load(&PolicySource::Dir(dir.into()), config, Arc::new(Metrics::new())) {
+    match PolicyStore::load(
+        &PolicySource::Dir(dir.into()),
+        config,
+        Arc::new(Metrics::new()),
+    ) {
         Ok(s) => s,
         Err(e) => panic!("load failed:\n{e}"),
     }
@@ -60,7 +69,11 @@ fn equals_policy(dir: &Path, name: &str, extra_meta: &str) {
             "package t.{name}\nviolation contains {{\"msg\": sprintf(\"x is %v\", [input.review.object.spec.x])}} if input.review.object.spec.x == input.parameters.bad\n"
         ),
     );
-    write(dir, &format!("{name}.yaml"), &format!("{SANDBOX_KIND}{extra_meta}"));
+    write(
+        dir,
+        &format!("{name}.yaml"),
+        &format!("{SANDBOX_KIND}{extra_meta}"),
+    );
 }
 
 fn names(hits: &[PolicyHit]) -> Vec<&str> {
@@ -74,12 +87,20 @@ fn v0_and_v1_policies_each_see_their_own_parameters() {
     write(
         dir.path(),
         "two.rego",
-        "package t.two\nviolation[{\"msg\": msg}] {\n  input.review.object.spec.x == input.parameters.bad\n  msg := \"two\"\n}\n",
+        // The comment's bare `input` keeps this module on the `with input.parameters` path.
+        "package t.two\n# compares input to a parameter\nviolation[{\"msg\": msg}] {\n  input.review.object.spec.x == input.parameters.bad\n  msg := \"two\"\n}\n",
     );
-    write(dir.path(), "two.yaml", &format!("{SANDBOX_KIND}parameters: {{bad: 2}}\n"));
+    write(
+        dir.path(),
+        "two.yaml",
+        &format!("{SANDBOX_KIND}parameters: {{bad: 2}}\n"),
+    );
     let store = load(dir.path());
     assert_eq!(store.status().policies, 2);
-    assert_eq!(names(&store.evaluate(&sandbox(json!(1)), None)), vec!["one"]);
+    assert_eq!(
+        names(&store.evaluate(&sandbox(json!(1)), None)),
+        vec!["one"]
+    );
     let hits = store.evaluate(&sandbox(json!(2)), None);
     assert_eq!(
         hits,
@@ -95,20 +116,55 @@ fn v0_and_v1_policies_each_see_their_own_parameters() {
 #[test]
 fn only_matching_policies_run_and_delete_is_never_judged() {
     let dir = tempfile::tempdir().unwrap();
-    equals_policy(dir.path(), "one", "parameters: {bad: 1}\nexcludedNamespaces: [kube-*]\n");
+    equals_policy(
+        dir.path(),
+        "one",
+        "parameters: {bad: 1}\nexcludedNamespaces: [kube-*]\n",
+    );
     let store = load(dir.path());
     let obj = json!({"metadata": {"name": "sb"}, "spec": {"x": 1}});
-    assert!(store.evaluate(&request("Sandbox", "CREATE", "kube-system", obj.clone()), None).is_empty());
-    assert!(store.evaluate(&request("SandboxTemplate", "CREATE", "team", obj.clone()), None).is_empty());
-    assert!(store.evaluate(&request("Sandbox", "DELETE", "team", obj.clone()), None).is_empty());
-    assert_eq!(store.evaluate(&request("Sandbox", "UPDATE", "team", obj), None).len(), 1);
+    assert!(
+        store
+            .evaluate(
+                &request("Sandbox", "CREATE", "kube-system", obj.clone()),
+                None
+            )
+            .is_empty()
+    );
+    assert!(
+        store
+            .evaluate(
+                &request("SandboxTemplate", "CREATE", "team", obj.clone()),
+                None
+            )
+            .is_empty()
+    );
+    assert!(
+        store
+            .evaluate(&request("Sandbox", "DELETE", "team", obj.clone()), None)
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .evaluate(&request("Sandbox", "UPDATE", "team", obj), None)
+            .len(),
+        1
+    );
 }
 
 #[test]
 fn warn_and_dryrun_actions_are_carried_on_the_hits() {
     let dir = tempfile::tempdir().unwrap();
-    equals_policy(dir.path(), "w", "parameters: {bad: 1}\nenforcementAction: warn\n");
-    equals_policy(dir.path(), "d", "parameters: {bad: 1}\nenforcementAction: dryrun\n");
+    equals_policy(
+        dir.path(),
+        "w",
+        "parameters: {bad: 1}\nenforcementAction: warn\n",
+    );
+    equals_policy(
+        dir.path(),
+        "d",
+        "parameters: {bad: 1}\nenforcementAction: dryrun\n",
+    );
     let store = load(dir.path());
     let hits = store.evaluate(&sandbox(json!(1)), None);
     let actions: Vec<(&str, Action)> = hits.iter().map(|h| (h.policy.as_str(), h.action)).collect();
@@ -134,10 +190,17 @@ fn namespace_object_reaches_the_policy() {
 fn a_parse_error_rejects_the_set_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     equals_policy(dir.path(), "good", "parameters: {bad: 1}\n");
-    write(dir.path(), "broken.rego", "package t.broken\n\nviolation contains msg if {\n  msg := \n}\n");
+    write(
+        dir.path(),
+        "broken.rego",
+        "package t.broken\n\nviolation contains msg if {\n  msg := \n}\n",
+    );
     write(dir.path(), "broken.yaml", SANDBOX_KIND);
     let err = load_err(dir.path());
-    assert!(err.contains("broken.rego:4:") || err.contains("broken.rego:5:"), "{err}");
+    assert!(
+        err.contains("broken.rego:4:") || err.contains("broken.rego:5:"),
+        "{err}"
+    );
     assert!(!err.contains("good"), "{err}");
 }
 
@@ -149,17 +212,31 @@ fn invalid_or_missing_metadata_rejects_the_set() {
     assert!(err.contains("one.yaml") && err.contains("block"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "lonely.rego", "package t.lonely\nviolation contains 1 if false\n");
+    write(
+        dir.path(),
+        "lonely.rego",
+        "package t.lonely\nviolation contains 1 if false\n",
+    );
     let err = load_err(dir.path());
-    assert!(err.contains("lonely.rego: policy has no metadata file"), "{err}");
+    assert!(
+        err.contains("lonely.rego: policy has no metadata file"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "orphan.yaml", SANDBOX_KIND);
     let err = load_err(dir.path());
-    assert!(err.contains("orphan.yaml: metadata file without a policy"), "{err}");
+    assert!(
+        err.contains("orphan.yaml: metadata file without a policy"),
+        "{err}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "noviolation.rego", "package t.nv\nallow := true\n");
+    write(
+        dir.path(),
+        "noviolation.rego",
+        "package t.nv\nallow := true\n",
+    );
     write(dir.path(), "noviolation.yaml", SANDBOX_KIND);
     let err = load_err(dir.path());
     assert!(err.contains("defines no `violation` rule"), "{err}");
@@ -174,16 +251,26 @@ fn a_parameter_of_the_wrong_type_is_rejected_at_load() {
         "parameters: {bad: \"1\"}\nparametersSchema:\n  type: object\n  properties:\n    bad: {type: integer}\n",
     );
     let err = load_err(dir.path());
-    assert!(err.contains("typed.yaml") && err.contains("parameters.bad must be of type integer"), "{err}");
+    assert!(
+        err.contains("typed.yaml") && err.contains("parameters.bad must be of type integer"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_undefined_reference_is_a_compile_error() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "u.rego", "package t.u\nviolation contains {\"msg\": m} if m := no_such_function(1)\n");
+    write(
+        dir.path(),
+        "u.rego",
+        "package t.u\nviolation contains {\"msg\": m} if m := no_such_function(1)\n",
+    );
     write(dir.path(), "u.yaml", SANDBOX_KIND);
     let err = load_err(dir.path());
-    assert!(err.contains("u.rego:2:") && err.contains("no_such_function"), "{err}");
+    assert!(
+        err.contains("u.rego:2:") && err.contains("no_such_function"),
+        "{err}"
+    );
 }
 
 /// A policy that would run for hours: two nested loops of 10^5 (small memory, huge time).
@@ -202,19 +289,38 @@ fn a_policy_that_never_finishes_hits_the_time_limit_and_denies() {
     let store = load_with(dir.path(), &config);
     let started = std::time::Instant::now();
     let hits = store.evaluate(&sandbox(json!(1)), None);
-    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
-    let endless = hits.iter().find(|h| h.policy == "endless").expect("endless reported");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let endless = hits
+        .iter()
+        .find(|h| h.policy == "endless")
+        .expect("endless reported");
     assert_eq!(endless.action, Action::Deny);
-    assert!(endless.message.contains("fail closed"), "{}", endless.message);
+    assert!(
+        endless.message.contains("fail closed"),
+        "{}",
+        endless.message
+    );
     // The other policy's verdict survives the failed combined evaluation.
-    assert!(hits.iter().any(|h| h.policy == "other" && h.message == "x is 1"), "{hits:?}");
+    assert!(
+        hits.iter()
+            .any(|h| h.policy == "other" && h.message == "x is 1"),
+        "{hits:?}"
+    );
 }
 
 #[test]
 fn failure_policy_ignore_turns_an_error_into_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "endless.rego", ENDLESS);
-    write(dir.path(), "endless.yaml", &format!("{SANDBOX_KIND}failurePolicy: ignore\n"));
+    write(
+        dir.path(),
+        "endless.yaml",
+        &format!("{SANDBOX_KIND}failurePolicy: ignore\n"),
+    );
     let config = PolicyConfig {
         evaluation_timeout_ms: 20,
         ..PolicyConfig::default()
@@ -222,7 +328,11 @@ fn failure_policy_ignore_turns_an_error_into_a_warning() {
     let hits = load_with(dir.path(), &config).evaluate(&sandbox(json!(1)), None);
     assert_eq!(hits.len(), 1);
     assert_eq!(hits[0].action, Action::Warn);
-    assert!(hits[0].message.contains("failurePolicy: ignore"), "{}", hits[0].message);
+    assert!(
+        hits[0].message.contains("failurePolicy: ignore"),
+        "{}",
+        hits[0].message
+    );
 }
 
 #[test]
@@ -237,20 +347,32 @@ fn a_runtime_error_denies_naming_the_policy() {
     let hits = load(dir.path()).evaluate(&sandbox(json!(0)), None);
     assert_eq!(names(&hits), vec!["div"]);
     assert_eq!(hits[0].action, Action::Deny);
-    assert!(hits[0].message.starts_with("policy evaluation failed"), "{}", hits[0].message);
+    assert!(
+        hits[0].message.starts_with("policy evaluation failed"),
+        "{}",
+        hits[0].message
+    );
 }
 
 #[test]
 fn libraries_are_shared_and_tests_are_not_served() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "lib.rego", "package lib.util\nis_bad(x) if x == 7\n");
+    write(
+        dir.path(),
+        "lib.rego",
+        "package lib.util\nis_bad(x) if x == 7\n",
+    );
     write(
         dir.path(),
         "uses.rego",
         "package t.uses\nimport data.lib.util\nviolation contains {\"msg\": \"seven\"} if util.is_bad(input.review.object.spec.x)\n",
     );
     write(dir.path(), "uses.yaml", SANDBOX_KIND);
-    write(dir.path(), "uses_test.rego", "package t.uses\ntest_x if false\n");
+    write(
+        dir.path(),
+        "uses_test.rego",
+        "package t.uses\ntest_x if false\n",
+    );
     let store = load(dir.path());
     assert_eq!(store.status().policies, 1);
     assert_eq!(store.evaluate(&sandbox(json!(7)), None).len(), 1);

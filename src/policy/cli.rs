@@ -121,5 +121,10 @@ fn print_report(
     if report.results.is_empty() {
         writeln!(out, "no tests found")?;
     }
-    writeln!(out, "{} passed, {} failed", report.passed(), report.failed())
+    writeln!(
+        out,
+        "{} passed, {} failed",
+        report.passed(),
+        report.failed()
+    )
 }

@@ -101,7 +101,9 @@ pub fn issue_from(path: &str, err: &anyhow::Error) -> LoadIssue {
 
 /// regorus errors look like `--> path:line:col`, a source excerpt, then `error: message`.
 fn locate(text: &str) -> Option<(String, Option<u32>, String)> {
-    let arrow = text.lines().find_map(|l| l.trim_start().strip_prefix("--> "))?;
+    let arrow = text
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("--> "))?;
     let mut parts = arrow.trim().rsplitn(3, ':');
     let _col = parts.next()?;
     let line = parts.next()?.parse::<u32>().ok()?;
@@ -131,7 +133,10 @@ mod tests {
             "v1.rego",
             "package a\nviolation contains {\"msg\": \"x\"} if input.x\n",
         );
-        let v0 = file("v0.rego", "package b\nviolation[{\"msg\": \"x\"}] { input.x }\n");
+        let v0 = file(
+            "v0.rego",
+            "package b\nviolation[{\"msg\": \"x\"}] { input.x }\n",
+        );
         assert_eq!(add_module(&mut engine, &v1).unwrap(), "data.a");
         assert_eq!(add_module(&mut engine, &v0).unwrap(), "data.b");
     }
@@ -139,11 +144,17 @@ mod tests {
     #[test]
     fn parse_errors_carry_file_and_line() {
         let mut engine = Engine::new();
-        let bad = file("bad.rego", "package a\n\nviolation contains x if {\n  x := \n}\n");
+        let bad = file(
+            "bad.rego",
+            "package a\n\nviolation contains x if {\n  x := \n}\n",
+        );
         let issue = add_module(&mut engine, &bad).unwrap_err();
         assert_eq!(issue.file, "bad.rego");
         assert!(matches!(issue.line, Some(4 | 5)), "{issue:?}");
-        assert!(!issue.message.is_empty() && !issue.message.contains("-->"), "{issue:?}");
+        assert!(
+            !issue.message.is_empty() && !issue.message.contains("-->"),
+            "{issue:?}"
+        );
     }
 
     #[test]

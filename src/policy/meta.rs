@@ -179,13 +179,49 @@ mod tests {
         .unwrap();
         assert_eq!(m.enforcement_action, Action::Deny);
         assert_eq!(m.failure_policy, FailurePolicy::Fail);
-        assert!(m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1alpha1", "CREATE", "ns")));
-        assert!(m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1beta1", "UPDATE", "ns")));
-        assert!(!m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1beta1", "DELETE", "ns")));
+        assert!(m.applies_to(&req(
+            "agents.x-k8s.io",
+            "Sandbox",
+            "v1alpha1",
+            "CREATE",
+            "ns"
+        )));
+        assert!(m.applies_to(&req(
+            "agents.x-k8s.io",
+            "Sandbox",
+            "v1beta1",
+            "UPDATE",
+            "ns"
+        )));
+        assert!(!m.applies_to(&req(
+            "agents.x-k8s.io",
+            "Sandbox",
+            "v1beta1",
+            "DELETE",
+            "ns"
+        )));
         assert!(!m.applies_to(&req("", "Pod", "v1", "CREATE", "ns")));
-        assert!(!m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1beta1", "CREATE", "kube-system")));
-        assert!(!m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1beta1", "CREATE", "team-a")));
-        assert!(m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1beta1", "CREATE", "kube")));
+        assert!(!m.applies_to(&req(
+            "agents.x-k8s.io",
+            "Sandbox",
+            "v1beta1",
+            "CREATE",
+            "kube-system"
+        )));
+        assert!(!m.applies_to(&req(
+            "agents.x-k8s.io",
+            "Sandbox",
+            "v1beta1",
+            "CREATE",
+            "team-a"
+        )));
+        assert!(m.applies_to(&req(
+            "agents.x-k8s.io",
+            "Sandbox",
+            "v1beta1",
+            "CREATE",
+            "kube"
+        )));
     }
 
     #[test]
@@ -194,7 +230,13 @@ mod tests {
             "kinds:\n- {group: agents.x-k8s.io, kind: Sandbox, versions: [v1beta1]}\n",
         )
         .unwrap();
-        assert!(!m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1alpha1", "CREATE", "n")));
+        assert!(!m.applies_to(&req(
+            "agents.x-k8s.io",
+            "Sandbox",
+            "v1alpha1",
+            "CREATE",
+            "n"
+        )));
         assert!(m.applies_to(&req("agents.x-k8s.io", "Sandbox", "v1beta1", "CREATE", "n")));
     }
 
@@ -202,10 +244,19 @@ mod tests {
     fn invalid_metadata_is_refused_with_a_reason() {
         let cases = [
             ("kinds: []\n", "at least one"),
-            ("kinds: [{group: a, kind: B}]\nenforcementAction: block\n", "block"),
-            ("kinds: [{group: a, kind: B}]\nexcludedNamespace: [x]\n", "excludedNamespace"),
+            (
+                "kinds: [{group: a, kind: B}]\nenforcementAction: block\n",
+                "block",
+            ),
+            (
+                "kinds: [{group: a, kind: B}]\nexcludedNamespace: [x]\n",
+                "excludedNamespace",
+            ),
             ("kinds: [{group: a, kind: B}]\nname: Bad_Name\n", "Bad_Name"),
-            ("kinds: [{group: a, kind: B}]\nexcludedNamespaces: ['*']\n", "prefix"),
+            (
+                "kinds: [{group: a, kind: B}]\nexcludedNamespaces: ['*']\n",
+                "prefix",
+            ),
             ("kinds: [{group: a, kind: B}]\nparameters: [1]\n", "mapping"),
         ];
         for (text, needle) in cases {

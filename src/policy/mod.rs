@@ -29,7 +29,9 @@ use crate::metrics::Metrics;
 pub use reload::WatchGuard;
 pub use set::PolicySet;
 pub use source::{PolicySource, SourceFile};
-pub use testing::{CheckSummary, FileCoverage, TestOutcome, TestReport, TestResult, check, run_tests};
+pub use testing::{
+    CheckSummary, FileCoverage, TestOutcome, TestReport, TestResult, check, run_tests,
+};
 
 /// Policy settings (the `policy:` section of the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -95,7 +95,9 @@ fn cycles(functions: &BTreeMap<String, Function>) -> Vec<LoadIssue> {
         let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
         let mut seen: BTreeSet<String> = BTreeSet::new();
         while let Some((at, path)) = stack.pop() {
-            let Some(f) = functions.get(&at) else { continue };
+            let Some(f) = functions.get(&at) else {
+                continue;
+            };
             for next in &f.calls {
                 if next == start {
                     let mut shown = path.clone();
@@ -181,20 +183,33 @@ mod tests {
     #[test]
     fn direct_and_indirect_recursion_is_found_through_imports() {
         let mut e = engine(&[
-            ("a.rego", "package a\nimport data.lib.b as bee\nf(x) := y if y := bee.g(x)\n"),
-            ("b.rego", "package lib.b\ng(x) := y if y := data.a.f(x)\nh(x) := h(x)\n"),
+            (
+                "a.rego",
+                "package a\nimport data.lib.b as bee\nf(x) := y if y := bee.g(x)\n",
+            ),
+            (
+                "b.rego",
+                "package lib.b\ng(x) := y if y := data.a.f(x)\nh(x) := h(x)\n",
+            ),
         ]);
         let issues = find_recursion(&mut e);
         let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
         assert_eq!(issues.len(), 2, "{text:?}");
-        assert!(text.iter().any(|t| t.contains("data.a.f -> data.lib.b.g -> data.a.f")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|t| t.contains("data.a.f -> data.lib.b.g -> data.a.f")),
+            "{text:?}"
+        );
         assert!(text.iter().any(|t| t.starts_with("b.rego:3:")), "{text:?}");
     }
 
     #[test]
     fn calls_in_strings_and_comments_and_other_packages_are_not_recursion() {
         let mut e = engine(&[
-            ("a.rego", "package a\nf(x) := sprintf(\"f(%v)\", [x]) # f(x)\ng(x) := data.b.g(x)\n"),
+            (
+                "a.rego",
+                "package a\nf(x) := sprintf(\"f(%v)\", [x]) # f(x)\ng(x) := data.b.g(x)\n",
+            ),
             ("b.rego", "package b\ng(x) := x + 1\n"),
         ]);
         assert!(find_recursion(&mut e).is_empty());

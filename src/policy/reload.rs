@@ -47,7 +47,9 @@ impl PolicyStore {
         let thread = std::thread::Builder::new()
             .name("policy-reload".into())
             .spawn(move || reload_loop(&rx, &store, &source, debounce))
-            .map_err(|e| PolicyLoadError::one(&shown, None, format!("cannot start watcher: {e}")))?;
+            .map_err(|e| {
+                PolicyLoadError::one(&shown, None, format!("cannot start watcher: {e}"))
+            })?;
         tracing::info!(dir = %shown, "watching policy directory");
         Ok(WatchGuard {
             watcher: Some(watcher),

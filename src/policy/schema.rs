@@ -60,12 +60,15 @@ impl Schema {
             }
         }
         if !self.one_of.is_empty() && !self.one_of.contains(value) {
-            return Err(format!("{at} must be one of {:?}, got {value}", self.one_of));
+            return Err(format!(
+                "{at} must be one of {:?}, got {value}",
+                self.one_of
+            ));
         }
-        if let Some(n) = value.as_f64() {
-            if self.minimum.is_some_and(|min| n < min) || self.maximum.is_some_and(|max| n > max) {
-                return Err(format!("{at} = {n} is out of range"));
-            }
+        if let Some(n) = value.as_f64()
+            && (self.minimum.is_some_and(|min| n < min) || self.maximum.is_some_and(|max| n > max))
+        {
+            return Err(format!("{at} = {n} is out of range"));
         }
         if let Value::Object(map) = value {
             for key in &self.required {

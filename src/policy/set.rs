@@ -80,12 +80,17 @@ impl PolicySet {
         let mut pending = Vec::new();
         let mut packages: BTreeMap<String, String> = BTreeMap::new();
 
-        for (file_index, file) in files.iter().filter(|f| compile::is_rego(&f.path)).enumerate() {
+        for (file_index, file) in files
+            .iter()
+            .filter(|f| compile::is_rego(&f.path))
+            .enumerate()
+        {
             if compile::is_test_file(&file.path) {
                 continue;
             }
             let key = format!("f{file_index}");
-            let direct = direct_parameters(&file.text, &format!("data.{PARAMS_ROOT}.parameters.{key}"));
+            let direct =
+                direct_parameters(&file.text, &format!("data.{PARAMS_ROOT}.parameters.{key}"));
             let module = SourceFile {
                 path: file.path.clone(),
                 text: direct.clone().unwrap_or_else(|| file.text.clone()),
@@ -108,11 +113,19 @@ impl PolicySet {
                 .into_iter()
                 .find(|p| by_path.contains_key(p.as_str()));
             let Some(meta_path) = meta_path else {
-                issues.push(issue(&file.path, format!("policy has no metadata file (expected {})", compile::metadata_paths(&file.path)[0])));
+                issues.push(issue(
+                    &file.path,
+                    format!(
+                        "policy has no metadata file (expected {})",
+                        compile::metadata_paths(&file.path)[0]
+                    ),
+                ));
                 continue;
             };
             used_yaml.insert(meta_path.clone());
-            let text = by_path.get(meta_path.as_str()).map_or("", |f| f.text.as_str());
+            let text = by_path
+                .get(meta_path.as_str())
+                .map_or("", |f| f.text.as_str());
             match Metadata::parse(text) {
                 Ok(meta) => pending.push((file, package, meta, key, direct.is_some())),
                 Err((line, message)) => issues.push(LoadIssue {
@@ -124,10 +137,17 @@ impl PolicySet {
         }
         for file in files.iter().filter(|f| compile::is_yaml(&f.path)) {
             let base = file.path.rsplit('/').next().unwrap_or(&file.path);
-            let stem = file.path.rsplit_once('.').map_or(file.path.as_str(), |(s, _)| s);
+            let stem = file
+                .path
+                .rsplit_once('.')
+                .map_or(file.path.as_str(), |(s, _)| s);
             let has_rego = by_path.contains_key(format!("{stem}.rego").as_str());
             if !used_yaml.contains(&file.path) && !has_rego && !base.starts_with("kustomization.") {
-                issues.push(issue(&file.path, "metadata file without a policy beside it (expected a .rego of the same name)".into()));
+                issues.push(issue(
+                    &file.path,
+                    "metadata file without a policy beside it (expected a .rego of the same name)"
+                        .into(),
+                ));
             }
         }
 
@@ -141,17 +161,26 @@ impl PolicySet {
                 continue;
             }
             if !names.insert(name.clone()) {
-                issues.push(issue(&file.path, format!("policy name {name:?} is used twice")));
+                issues.push(issue(
+                    &file.path,
+                    format!("policy name {name:?} is used twice"),
+                ));
                 continue;
             }
             if !compile::plain_package(&package) {
-                issues.push(issue(&file.path, format!("package {package} must be dotted identifiers")));
+                issues.push(issue(
+                    &file.path,
+                    format!("package {package} must be dotted identifiers"),
+                ));
                 continue;
             }
             match engine.has_declared_rule_rooted_at(&file.path, "violation") {
                 Ok(true) => {}
                 Ok(false) => {
-                    issues.push(issue(&file.path, format!("{package} defines no `violation` rule")));
+                    issues.push(issue(
+                        &file.path,
+                        format!("{package} defines no `violation` rule"),
+                    ));
                     continue;
                 }
                 Err(e) => {
@@ -185,12 +214,20 @@ impl PolicySet {
         if !issues.is_empty() {
             return Err(PolicyLoadError { issues });
         }
-        if let Err(e) = engine.add_data(regorus::Value::from(json!({PARAMS_ROOT: {"parameters": params}}))) {
-            return Err(PolicyLoadError::one(origin, None, format!("cannot add parameters: {e}")));
+        if let Err(e) = engine.add_data(regorus::Value::from(
+            json!({PARAMS_ROOT: {"parameters": params}}),
+        )) {
+            return Err(PolicyLoadError::one(
+                origin,
+                None,
+                format!("cannot add parameters: {e}"),
+            ));
         }
         // Warm: analyse and schedule every module now, so compile errors (unknown functions,
         // unsafe variables, recursion) reject the set here and requests only clone a ready engine.
-        engine.set_input(regorus::Value::from(json!({"review": {}, "parameters": {}})));
+        engine.set_input(regorus::Value::from(
+            json!({"review": {}, "parameters": {}}),
+        ));
         if let Err(e) = engine.eval_query("true".into(), false) {
             return Err(PolicyLoadError {
                 issues: vec![compile::issue_from(&origin, &e)],
@@ -273,7 +310,10 @@ fn direct_parameters(text: &str, data_ref: &str) -> Option<String> {
     let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     while let Some(at) = rest.find("input") {
         let (before, after) = rest.split_at(at);
-        let preceded = before.chars().next_back().is_some_and(|c| ident(c) || c == '.');
+        let preceded = before
+            .chars()
+            .next_back()
+            .is_some_and(|c| ident(c) || c == '.');
         let tail = &after["input".len()..];
         if preceded || tail.chars().next().is_some_and(ident) {
             out.push_str(before);
@@ -314,7 +354,10 @@ mod tests {
         assert_eq!(direct_parameters("x := input[\"parameters\"]", d), None);
         assert_eq!(direct_parameters("x := input.parametersX", d), None);
         assert_eq!(direct_parameters("# reads input\nx := 1", d), None);
-        assert_eq!(direct_parameters("package lib.x\ny := input.parameters", d), None);
+        assert_eq!(
+            direct_parameters("package lib.x\ny := input.parameters", d),
+            None
+        );
         assert_eq!(
             direct_parameters("myinput := 1\nx := a.input", d).as_deref(),
             Some("myinput := 1\nx := a.input")

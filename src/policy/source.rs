@@ -73,8 +73,9 @@ fn walk(
             format!("directory nesting deeper than {MAX_DEPTH} levels (symlink loop?)"),
         ));
     }
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| PolicyLoadError::one(shown(dir), None, format!("cannot read directory: {e}")))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        PolicyLoadError::one(shown(dir), None, format!("cannot read directory: {e}"))
+    })?;
     for entry in entries {
         let entry = entry.map_err(|e| {
             PolicyLoadError::one(shown(dir), None, format!("cannot read directory: {e}"))

@@ -61,7 +61,10 @@ pub struct TestReport {
 
 impl TestReport {
     pub fn passed(&self) -> usize {
-        self.results.iter().filter(|r| r.outcome == TestOutcome::Pass).count()
+        self.results
+            .iter()
+            .filter(|r| r.outcome == TestOutcome::Pass)
+            .count()
     }
 
     pub fn failed(&self) -> usize {
@@ -82,7 +85,11 @@ pub fn run_tests(
     coverage: bool,
 ) -> Result<TestReport, PolicyLoadError> {
     let files = read_all(dirs)?;
-    let origin = dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(",");
+    let origin = dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
     PolicySet::compile(&files, origin, &PolicyConfig::default())?;
     let mut engine = Engine::new();
     engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
@@ -247,7 +254,10 @@ mod tests {
             .collect();
         assert_eq!(outcomes[0], ("data.t.test_pass", &TestOutcome::Pass));
         assert_eq!(outcomes[1], ("data.t.test_fail", &TestOutcome::Fail));
-        assert!(matches!(outcomes[2].1, TestOutcome::Error(_)), "{outcomes:?}");
+        assert!(
+            matches!(outcomes[2].1, TestOutcome::Error(_)),
+            "{outcomes:?}"
+        );
         assert_eq!((report.passed(), report.failed()), (1, 2));
         let re = Regex::new("pass").unwrap();
         let only = run_tests(&[dir.path().to_path_buf()], Some(&re), false).unwrap();
