@@ -15,6 +15,8 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod reload;
+
 pub const CA_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
@@ -199,19 +201,49 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The bytes of a serving certificate, key and optional client CA, read together so that a
+/// reload compares and builds from one consistent snapshot.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl TlsPem {
+    pub fn read(files: &TlsFiles) -> Result<TlsPem, CertError> {
+        Ok(TlsPem {
+            cert: read(&files.cert)?,
+            key: read(&files.key)?,
+            client_ca: files.client_ca.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
 /// Build the server's rustls configuration: TLS 1.2 and 1.3, ring, h2 and HTTP/1.1, and client
 /// certificate verification when a client CA is given.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, CertError> {
-    let certs = parse_certs(&files.cert, &read(&files.cert)?)?;
-    let key = parse_key(&files.key, &read(&files.key)?)?;
+    server_config_from(files, &TlsPem::read(files)?)
+}
+
+/// [`server_config`] from bytes already read; `files` names them in errors. A key that does not
+/// belong to the certificate is an error (rustls compares the public keys).
+pub fn server_config_from(files: &TlsFiles, pem: &TlsPem) -> Result<ServerConfig, CertError> {
+    let certs = parse_certs(&files.cert, &pem.cert)?;
+    let key = parse_key(&files.key, &pem.key)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| CertError::Tls(e.to_string()))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
+            // Never fall back to no client authentication because the CA bytes are missing.
+            let ca_pem = pem.client_ca.as_deref().ok_or_else(|| CertError::Pem {
+                path: path.clone(),
+                message: "client CA not read".into(),
+            })?;
             let mut roots = RootCertStore::empty();
-            for cert in parse_certs(path, &read(path)?)? {
+            for cert in parse_certs(path, ca_pem)? {
                 roots
                     .add(cert)
                     .map_err(|e| CertError::Tls(format!("{}: {e}", path.display())))?;

@@ -107,8 +107,10 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
             (files, Some(ca))
         }
     };
-    let server_config =
-        certs::server_config(&tls_files).context("cannot load the serving certificate")?;
+    let loaded_pem =
+        certs::TlsPem::read(&tls_files).context("cannot load the serving certificate")?;
+    let server_config = certs::server_config_from(&tls_files, &loaded_pem)
+        .context("cannot load the serving certificate")?;
     let tls_config = Arc::new(ArcSwap::from_pointee(server_config));
     readiness.set(
         "tls",
@@ -139,6 +141,20 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     });
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Rotation: new connections get the new pair as soon as it is written (Secret update,
+    // cert-manager renewal, --manage-certs, or a file replaced by hand).
+    let cert_task = certs::reload::spawn(
+        tls_files.clone(),
+        loaded_pem,
+        certs::reload::ReloadSinks {
+            tls: tls_config.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        },
+        certs::reload::ReloadTiming::default(),
+        shutdown_rx.clone(),
+    )
+    .context("cannot watch the serving certificate for rotation")?;
     let health_listener = TcpListener::bind(config.health_listen)
         .await
         .with_context(|| format!("cannot listen on {} (health)", config.health_listen))?;
@@ -185,7 +201,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         admitter,
         readiness,
         shutdown: shutdown_tx,
-        tasks: vec![api_task, health_task],
+        tasks: vec![api_task, health_task, cert_task],
     })
 }
 
