@@ -66,6 +66,14 @@ pub struct ServeArgs {
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// In a cluster: keep the CA and serving certificate in a Secret in the Service's namespace,
+    /// renew them, write them into the cert dir and patch the caBundle of the webhook
+    /// configurations named like the Service
+    #[arg(long, env = "SANDBOX_ADMISSION_MANAGE_CERTS", conflicts_with_all = ["tls_cert", "client_ca"])]
+    pub manage_certs: bool,
+    /// Secret that --manage-certs keeps the certificates in [default: sandbox-admission-tls]
+    #[arg(long, env = "SANDBOX_ADMISSION_CERT_SECRET", requires = "manage_certs")]
+    pub cert_secret: Option<String>,
 }
 
 #[derive(Args)]
@@ -92,6 +100,7 @@ pub struct CertsArgs {
 
 /// Load the configuration with flags and environment on top.
 pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
+    let manage_certs = args.manage_certs;
     let (mut config, origin) = match &args.config {
         Some(path) => (Config::load(path)?, path.display().to_string()),
         None => (
@@ -134,6 +143,20 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("certs"));
             let (cert, key) = (dir.join(certs::CERT_FILE), dir.join(certs::KEY_FILE));
+            if manage_certs {
+                // Written by certs::manage before the server starts.
+                return Ok(ServeSettings {
+                    tls: TlsSource::Files(TlsFiles {
+                        cert,
+                        key,
+                        client_ca: None,
+                    }),
+                    config,
+                    config_origin: origin,
+                    policies_dir: args.policies,
+                    decision_log: true,
+                });
+            }
             // A mounted Secret (both files, no CA key of ours) is used as is; otherwise the
             // directory is ours to fill with a self-signed pair.
             if cert.exists() && key.exists() && !dir.join(certs::CA_KEY_FILE).exists() {
@@ -174,12 +197,21 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (manage, secret) = (args.manage_certs, args.cert_secret.clone());
     let settings = serve_settings(args)?;
     init_logging(settings.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(server::run(settings))
+    runtime.block_on(async move {
+        let _renewer = match manage {
+            true => Some(
+                certs::manage::start_in_cluster(&settings.config, &settings.tls, secret).await?,
+            ),
+            false => None,
+        };
+        server::run(settings).await
+    })
 }
 
 fn run_certs(args: CertsArgs) -> anyhow::Result<()> {

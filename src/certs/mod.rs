@@ -15,6 +15,7 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod manage;
 pub mod reload;
 
 pub const CA_FILE: &str = "ca.crt";

@@ -107,7 +107,6 @@ fn deployment_args_parse_and_point_at_the_mounts() {
 }
 
 #[test]
-#[ignore = "needs serve --manage-certs (next commit)"]
 fn manage_certs_overlay_runs_with_a_writable_cert_dir() {
     let d = manage_certs_deployment();
     let c = container(&d);
