@@ -92,8 +92,12 @@ pub fn spawn(
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Some(()) = events.recv() => {
-                    // Debounce: wait until the burst is over, then read once.
-                    while let Ok(Some(())) = tokio::time::timeout(timing.debounce, events.recv()).await {}
+                    // Debounce: wait until the burst is over, then read once. Capped, so a
+                    // directory that never stops changing still gets read.
+                    let cap = tokio::time::Instant::now() + timing.debounce * 25;
+                    while tokio::time::Instant::now() < cap
+                        && let Ok(Some(())) = tokio::time::timeout(timing.debounce, events.recv()).await
+                    {}
                     state.reload();
                 }
                 _ = recheck.tick() => state.reload(),
@@ -199,5 +203,37 @@ impl State {
                 self.files.cert.display()
             )),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RenameMode};
+
+    #[test]
+    fn reads_are_not_changes() {
+        let read = Event::new(EventKind::Access(AccessKind::Close(AccessMode::Read)));
+        let open = Event::new(EventKind::Access(AccessKind::Open(AccessMode::Any)));
+        assert!(!is_change(&read) && !is_change(&open));
+        for kind in [
+            EventKind::Create(CreateKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Any,
+        ] {
+            assert!(is_change(&Event::new(kind)), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn watches_each_directory_once() {
+        let files = TlsFiles {
+            cert: "tls/tls.crt".into(),
+            key: "tls/tls.key".into(),
+            client_ca: Some("ca.crt".into()),
+        };
+        let dirs: Vec<PathBuf> = watched_dirs(&files).into_iter().collect();
+        assert_eq!(dirs, vec![PathBuf::from("."), PathBuf::from("tls")]);
     }
 }
