@@ -399,3 +399,105 @@ async fn api_errors_are_reported_not_retried_forever() {
     assert!(err.contains("forbidden"), "{err}");
     assert!(!dir.path().join("tls.crt").exists());
 }
+
+/// The certificate the server presents to a new connection that trusts `ca_bundle`.
+async fn presented(port: u16, name: &str, ca_bundle: &[u8]) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs::parse_certs(Path::new("bundle"), ca_bundle).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(server_name, tcp)
+        .await
+        .expect("handshake verifies against the caBundle");
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der(pem: &[u8]) -> Vec<u8> {
+    certs::parse_certs(Path::new("tls.crt"), pem).unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn the_server_serves_what_it_manages_and_picks_up_renewals() {
+    certs::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let server = ApiServer::new();
+    let api = KubeCertApi::new(client(server.clone()));
+    let mut s = settings(dir.path());
+    reconcile(&api, &s).await.unwrap();
+
+    let mut config = sandbox_admission::config::Config::embedded().unwrap();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.health_listen = "127.0.0.1:0".parse().unwrap();
+    let running = sandbox_admission::server::start(sandbox_admission::server::ServeSettings {
+        config,
+        config_origin: "test".into(),
+        tls: sandbox_admission::server::TlsSource::Files(TlsFiles {
+            cert: dir.path().join("tls.crt"),
+            key: dir.path().join("tls.key"),
+            client_ca: None,
+        }),
+        policies_dir: None,
+        decision_log: false,
+    })
+    .await
+    .unwrap();
+    let port = running.addr.port();
+    let name = "sandbox-admission.sandbox-admission.svc";
+    let bundle = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let first = presented(port, name, &bundle).await;
+    assert_eq!(
+        first,
+        der(&std::fs::read(dir.path().join("tls.crt")).unwrap())
+    );
+
+    // A renewal (new names) lands in the directory; new connections get it without a restart.
+    s.names.push("sandbox-admission".into());
+    let outcome = reconcile(&api, &s).await.unwrap();
+    assert!(outcome.files_written);
+    let renewed = der(&std::fs::read(dir.path().join("tls.crt")).unwrap());
+    assert_ne!(renewed, first);
+    let mut served = Vec::new();
+    for _ in 0..600 {
+        served = presented(port, name, &bundle).await;
+        if served == renewed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served, renewed, "the renewed certificate is served");
+    // Written in one step (..data swap): the watcher never saw a new certificate with an old key.
+    let metrics = health_get(running.health_addr.port(), "/metrics").await;
+    assert!(
+        metrics.contains("sandbox_admission_certificate_reload_total{result=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("sandbox_admission_certificate_reload_total{result=\"failure\"}"),
+        "{metrics}"
+    );
+    running.shutdown().await;
+}
+
+async fn health_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    answer
+}

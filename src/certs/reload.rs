@@ -169,9 +169,9 @@ impl State {
         }
         match server_config_from(&self.files, &pem) {
             Ok(config) => {
-                self.sinks.tls.store(Arc::new(config));
                 self.serving = pem;
                 self.refused = None;
+                // Counted before the swap, so whoever sees the new certificate sees the count.
                 self.sinks
                     .metrics
                     .reload(&self.sinks.metrics.cert_reloads, true);
@@ -182,6 +182,7 @@ impl State {
                 );
                 tracing::info!(cert = %self.files.cert.display(), "serving certificate reloaded");
                 self.sinks.readiness.set("tls", Ok(detail));
+                self.sinks.tls.store(Arc::new(config));
             }
             Err(e) => self.refuse(Some(pem), &e),
         }
