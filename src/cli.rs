@@ -96,6 +96,9 @@ pub struct CertsArgs {
     /// Key of --ca-cert
     #[arg(long, requires = "ca_cert")]
     pub ca_key: Option<PathBuf>,
+    /// Also write the caBundle as a kustomize patch for the webhook configurations of manifests/
+    #[arg(long)]
+    pub kustomize_patch: Option<PathBuf>,
 }
 
 /// Load the configuration with flags and environment on top.
@@ -238,10 +241,15 @@ fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
         names.join(", "),
         args.days
     );
-    println!(
-        "{}",
-        base64::engine::general_purpose::STANDARD.encode(bundle.ca.cert.as_bytes())
-    );
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(bundle.ca.cert.as_bytes());
+    if let Some(path) = &args.kustomize_patch {
+        let patch = certs::patch::ca_bundle_patch(&service.name, &ca_bundle)
+            .map_err(|e| anyhow::anyhow!("cannot render the kustomize patch: {e}"))?;
+        std::fs::write(path, patch)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote the caBundle patch {}", path.display());
+    }
+    println!("{ca_bundle}");
     Ok(())
 }
 

@@ -29,7 +29,8 @@ fn run_certs(out: &Path) -> Vec<u8> {
             "--out",
         ])
         .arg(out)
-        .args(["--days", "2"])
+        .args(["--days", "2", "--kustomize-patch"])
+        .arg(out.join("ca-bundle-patch.yaml"))
         .output()
         .expect("the binary runs");
     assert!(
@@ -82,6 +83,19 @@ async fn certs_output_serves_tls_for_the_service_name() {
     let out = dir.path().join("out");
     let ca_bundle = run_certs(&out);
     assert_eq!(ca_bundle, std::fs::read(out.join("ca.crt")).unwrap());
+    let patch = std::fs::read_to_string(out.join("ca-bundle-patch.yaml")).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&ca_bundle);
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&patch).unwrap();
+    assert_eq!(docs.len(), 2);
+    for doc in &docs {
+        assert_eq!(
+            doc["metadata"]["name"], SERVICE,
+            "configurations are named like the Service"
+        );
+        for w in doc["webhooks"].as_array().unwrap() {
+            assert_eq!(w["clientConfig"]["caBundle"], encoded.as_str());
+        }
+    }
 
     let cert = out.join("tls.crt");
     let key = out.join("tls.key");

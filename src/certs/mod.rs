@@ -16,6 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod manage;
+pub mod patch;
 pub mod reload;
 
 pub const CA_FILE: &str = "ca.crt";

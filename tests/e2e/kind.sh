@@ -56,8 +56,10 @@ kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 step "serving certificate from the binary's certs command"
 rm -rf "$WORK" && mkdir -p "$WORK/certs" "$WORK/install" "$WORK/runtimeclasses"
-CA_BUNDLE=$(docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/$WORK/certs:/out" "$IMAGE" \
-  certs --service sandbox-admission --namespace "$NS" --out /out)
+docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/$WORK/certs:/out" "$IMAGE" \
+  certs --service sandbox-admission --namespace "$NS" --out /out \
+  --kustomize-patch /out/ca-bundle-patch.yaml >/dev/null
+cp "$WORK/certs/ca-bundle-patch.yaml" "$WORK/install/"
 kubectl apply -f manifests/base/namespace.yaml
 # Only the serving pair and the CA certificate: the CA key stays out of the cluster.
 kubectl -n "$NS" create secret generic sandbox-admission-tls --type=kubernetes.io/tls \
@@ -93,13 +95,8 @@ images:
     newName: $IMAGE_NAME
     newTag: "$IMAGE_TAG"
 patches:
-  - target: {kind: MutatingWebhookConfiguration, name: sandbox-admission}
-    patch: |-
-      - {op: add, path: /webhooks/0/clientConfig/caBundle, value: "$CA_BUNDLE"}
-  - target: {kind: ValidatingWebhookConfiguration, name: sandbox-admission}
-    patch: |-
-      - {op: add, path: /webhooks/0/clientConfig/caBundle, value: "$CA_BUNDLE"}
-      - {op: add, path: /webhooks/1/clientConfig/caBundle, value: "$CA_BUNDLE"}
+  # Written by the certs command: the caBundle on every webhook of both configurations.
+  - path: ca-bundle-patch.yaml
 YAML
 kubectl apply -k "$WORK/install"
 kubectl -n "$NS" rollout status deployment/sandbox-admission --timeout=180s

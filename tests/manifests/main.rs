@@ -260,3 +260,58 @@ fn validation_covers_every_sandbox_kind_in_both_versions() {
     expected.sort();
     assert_eq!(covered, expected);
 }
+
+#[test]
+fn certs_kustomize_patch_names_every_webhook_of_the_manifests() {
+    use sandbox_admission::certs::patch::{MUTATING_WEBHOOKS, VALIDATING_WEBHOOKS};
+    let names = |kind: &str| -> Vec<String> {
+        webhooks()
+            .into_iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, w)| w["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(names("MutatingWebhookConfiguration"), MUTATING_WEBHOOKS);
+    assert_eq!(names("ValidatingWebhookConfiguration"), VALIDATING_WEBHOOKS);
+
+    // Applied by kustomize, the patch sets the caBundle of every webhook and nothing else.
+    if !kustomize::kubectl_available() {
+        eprintln!("kubectl not installed: patch rendering skipped");
+        return;
+    }
+    // kustomize refuses absolute resource paths: the overlay lives under target/tmp, inside the
+    // repository, and names manifests/ relatively.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let Ok(below) = tmp.strip_prefix(root) else {
+        eprintln!("target dir outside the repository: patch rendering skipped");
+        return;
+    };
+    let overlay = tempfile::tempdir_in(tmp).unwrap();
+    let up = "../".repeat(below.components().count() + 1);
+    let patch =
+        sandbox_admission::certs::patch::ca_bundle_patch("sandbox-admission", "QUJD").unwrap();
+    std::fs::write(overlay.path().join("ca-bundle.yaml"), patch).unwrap();
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!("resources: [{up}manifests]\npatches:\n  - path: ca-bundle.yaml\n"),
+    )
+    .unwrap();
+    let rendered = kustomize::render(overlay.path());
+    let mut patched = 0;
+    for doc in rendered.iter().filter(|d| {
+        d["kind"] == "MutatingWebhookConfiguration" || d["kind"] == "ValidatingWebhookConfiguration"
+    }) {
+        for w in doc["webhooks"].as_array().unwrap() {
+            assert_eq!(w["clientConfig"]["caBundle"], "QUJD", "{}", w["name"]);
+            assert!(
+                w["clientConfig"]["service"]["path"].is_string(),
+                "service kept"
+            );
+            assert!(w["rules"].is_array(), "rules kept");
+            patched += 1;
+        }
+        assert!(check_object(doc).is_ok());
+    }
+    assert_eq!(patched, 3);
+}
