@@ -54,27 +54,24 @@ pub struct ReloadSinks {
 }
 
 /// Start watching; the task ends when `shutdown` flips. `loaded` is what is serving now.
+///
+/// When the directory cannot be watched (inotify limits, an unsupported filesystem), the
+/// periodic re-check still rotates the certificate, only later: a warning, not a failed start.
 pub fn spawn(
     files: TlsFiles,
     loaded: TlsPem,
     sinks: ReloadSinks,
     timing: ReloadTiming,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, CertError> {
+) -> JoinHandle<()> {
     let (tx, mut events) = mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
-        // An error (e.g. queue overflow) may hide a change: treat it as one.
-        if event.as_ref().map_or(true, is_change) {
-            let _ = tx.send(());
+    let watcher = match watch_dirs(&files, tx) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, every = ?timing.recheck, "falling back to re-reading the serving certificate periodically");
+            None
         }
-    })
-    .map_err(|e| watch_error(&files, &e))?;
-    for dir in watched_dirs(&files) {
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(|e| watch_error(&files, &e))?;
-        tracing::info!(dir = %dir.display(), "watching the serving certificate's directory");
-    }
+    };
     let mut state = State {
         files,
         serving: loaded,
@@ -82,9 +79,9 @@ pub fn spawn(
         read_error: None,
         sinks,
     };
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         // Owned by the task: dropping it would stop the events.
-        let _watcher: RecommendedWatcher = watcher;
+        let _watcher: Option<RecommendedWatcher> = watcher;
         let mut recheck = tokio::time::interval(timing.recheck);
         recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         recheck.tick().await;
@@ -103,7 +100,27 @@ pub fn spawn(
                 _ = recheck.tick() => state.reload(),
             }
         }
-    }))
+    })
+}
+
+fn watch_dirs(
+    files: &TlsFiles,
+    tx: mpsc::UnboundedSender<()>,
+) -> Result<RecommendedWatcher, CertError> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+        // An error (e.g. queue overflow) may hide a change: treat it as one.
+        if event.as_ref().map_or(true, is_change) {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| watch_error(files, &e))?;
+    for dir in watched_dirs(files) {
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| watch_error(files, &e))?;
+        tracing::info!(dir = %dir.display(), "watching the serving certificate's directory");
+    }
+    Ok(watcher)
 }
 
 fn watch_error(files: &TlsFiles, e: &notify::Error) -> CertError {

@@ -153,8 +153,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         },
         certs::reload::ReloadTiming::default(),
         shutdown_rx.clone(),
-    )
-    .context("cannot watch the serving certificate for rotation")?;
+    );
     let health_listener = TcpListener::bind(config.health_listen)
         .await
         .with_context(|| format!("cannot listen on {} (health)", config.health_listen))?;
