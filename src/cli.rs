@@ -69,7 +69,11 @@ pub struct ServeArgs {
     /// In a cluster: keep the CA and serving certificate in a Secret in the Service's namespace,
     /// renew them, write them into the cert dir and patch the caBundle of the webhook
     /// configurations named like the Service
-    #[arg(long, env = "SANDBOX_ADMISSION_MANAGE_CERTS", conflicts_with_all = ["tls_cert", "client_ca"])]
+    #[arg(
+        long,
+        env = "SANDBOX_ADMISSION_MANAGE_CERTS",
+        conflicts_with = "tls_cert"
+    )]
     pub manage_certs: bool,
     /// Secret that --manage-certs keeps the certificates in [default: sandbox-admission-tls]
     #[arg(long, env = "SANDBOX_ADMISSION_CERT_SECRET", requires = "manage_certs")]
@@ -146,23 +150,11 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("certs"));
             let (cert, key) = (dir.join(certs::CERT_FILE), dir.join(certs::KEY_FILE));
-            if manage_certs {
-                // Written by certs::manage before the server starts.
-                return Ok(ServeSettings {
-                    tls: TlsSource::Files(TlsFiles {
-                        cert,
-                        key,
-                        client_ca: None,
-                    }),
-                    config,
-                    config_origin: origin,
-                    policies_dir: args.policies,
-                    decision_log: true,
-                });
-            }
-            // A mounted Secret (both files, no CA key of ours) is used as is; otherwise the
-            // directory is ours to fill with a self-signed pair.
-            if cert.exists() && key.exists() && !dir.join(certs::CA_KEY_FILE).exists() {
+            // --manage-certs writes the pair there before the server starts. A mounted Secret
+            // (both files, no CA key of ours) is used as is; otherwise the directory is ours to
+            // fill with a self-signed pair.
+            let mounted = cert.exists() && key.exists() && !dir.join(certs::CA_KEY_FILE).exists();
+            if manage_certs || mounted {
                 TlsSource::Files(TlsFiles {
                     cert,
                     key,
@@ -207,11 +199,11 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let _renewer = match manage {
-            true => Some(
-                certs::manage::start_in_cluster(&settings.config, &settings.tls, secret).await?,
-            ),
-            false => None,
+        // Kept alive while serving: it renews the certificate in the background.
+        let _renewer = if manage {
+            Some(certs::manage::start_in_cluster(&settings.config, &settings.tls, secret).await?)
+        } else {
+            None
         };
         server::run(settings).await
     })

@@ -183,3 +183,29 @@ fn certs_with_an_existing_ca_keeps_the_ca_and_prints_it() {
         &names
     ));
 }
+
+#[test]
+fn manage_certs_serves_from_the_cert_dir_it_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("tls");
+    let parse = |extra: &[&str]| {
+        let mut argv = vec!["sandbox-admission", "serve", "--manage-certs"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv)
+    };
+    let cli = parse(&["--cert-dir", empty.to_str().unwrap()]).unwrap();
+    let cli::Command::Serve(args) = cli.command else {
+        panic!("serve");
+    };
+    let settings = cli::serve_settings(args).unwrap();
+    // Not a self-signed directory: the files do not exist yet, --manage-certs writes them.
+    match settings.tls {
+        server::TlsSource::Files(files) => {
+            assert_eq!(files.cert, empty.join("tls.crt"));
+            assert_eq!(files.key, empty.join("tls.key"));
+        }
+        other => panic!("expected files, got {other:?}"),
+    }
+    assert!(parse(&["--tls-cert", "a", "--tls-key", "b"]).is_err());
+    assert!(Cli::try_parse_from(["sandbox-admission", "serve", "--cert-secret", "s"]).is_err());
+}
