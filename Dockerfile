@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # sandbox-admission container image.
 #
 #   docker build -t sandbox-admission:0.1.0 .
