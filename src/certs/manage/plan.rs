@@ -158,12 +158,17 @@ pub fn plan(
         ca_info = i;
     }
 
-    // The bundle: current and next CA, then every older CA still valid.
+    // The bundle: current and next CA, then every older CA still valid. The old `ca.crt` counts
+    // too: a Secret made by hand (no CA key) is taken over without distrusting the pods that
+    // still serve its certificate.
     let mut bundle: Vec<String> = vec![ca.cert.clone()];
     if let Some((n, _)) = &next {
         bundle.push(n.cert.clone());
     }
-    let previous = old.get(BUNDLE).map(|b| split_bundle(b)).unwrap_or_default();
+    let previous = [BUNDLE, CA_CERT]
+        .iter()
+        .filter_map(|k| old.get(*k))
+        .flat_map(|b| split_bundle(b));
     for cert in previous {
         let keep = info(cert.as_bytes()).is_some_and(|i| now < i.not_after);
         let known = bundle.iter().any(|b| {
@@ -311,6 +316,22 @@ mod tests {
         let much_later = now() + 31 * 86_400;
         let (step3, _) = plan(Some(&step2), &names(), false, much_later, &life).unwrap();
         assert!(!all_trust(&[step3[BUNDLE].clone()], &data[CA_CERT]));
+    }
+
+    #[test]
+    fn a_hand_made_secret_is_taken_over_with_its_ca_still_trusted() {
+        crate::certs::install_crypto_provider();
+        let made = crate::certs::generate_bundle(&names(), 365).unwrap();
+        let mut data = SecretData::new();
+        data.insert(CA_CERT.into(), made.ca.cert.clone().into_bytes());
+        data.insert(TLS_CERT.into(), made.serving.cert.into_bytes());
+        data.insert(TLS_KEY.into(), made.serving.key.into_bytes());
+        let (taken, changes) =
+            plan(Some(&data), &names(), false, now(), &Lifetimes::default()).unwrap();
+        assert!(changes.iter().any(|c| c.contains("new CA")), "{changes:?}");
+        assert_eq!(bundle_len(&taken), 2);
+        assert!(all_trust(&[taken[BUNDLE].clone()], made.ca.cert.as_bytes()));
+        assert!(all_trust(&[taken[BUNDLE].clone()], &taken[CA_CERT]));
     }
 
     #[test]
