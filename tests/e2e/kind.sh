@@ -103,6 +103,9 @@ kubectl -n "$NS" rollout status deployment/sandbox-admission --timeout=180s
 
 step "a Sandbox's pod is mutated"
 kubectl create namespace "$TEST_NS"
+# The Sandbox meets the default policies, which also apply to the Sandbox object itself (runtime
+# class, non-root, limits, no token). Seccomp, the labels and the NetworkPolicy come from the
+# webhook.
 kubectl apply -f - <<YAML
 apiVersion: agents.x-k8s.io/v1beta1
 kind: Sandbox
@@ -112,6 +115,7 @@ metadata:
 spec:
   podTemplate:
     spec:
+      runtimeClassName: gvisor
       automountServiceAccountToken: false
       securityContext:
         runAsNonRoot: true
@@ -133,7 +137,7 @@ done
 kubectl -n "$TEST_NS" wait --for=condition=Ready pod/hello --timeout=180s
 pod() { kubectl -n "$TEST_NS" get pod hello -o jsonpath="$1"; }
 runtime=$(pod '{.spec.runtimeClassName}')
-[[ "$runtime" == gvisor ]] || fail "runtimeClassName is '$runtime', want gvisor (the default profile)"
+[[ "$runtime" == gvisor ]] || fail "runtimeClassName is '$runtime', want gvisor"
 seccomp=$(pod '{.spec.securityContext.seccompProfile.type}')
 [[ "$seccomp" == RuntimeDefault ]] || fail "pod seccompProfile is '$seccomp', want RuntimeDefault"
 profile=$(pod '{.metadata.labels.sandbox-admission\.io/network-profile}')
