@@ -146,6 +146,36 @@ kubectl -n "$TEST_NS" get networkpolicy "sandbox-admission-$profile" >/dev/null 
   || fail "the $profile network profile's NetworkPolicy was not created in $TEST_NS"
 echo "pod hello: runtimeClassName=$runtime seccomp=$seccomp network-profile=$profile"
 
+step "a Sandbox pod without a runtime class gets the default profile's"
+# Labelled like the controller labels Sandbox pods; mutation runs before validation, so the
+# runtime-class policy sees the injected class.
+kubectl apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: defaulted
+  namespace: $TEST_NS
+  labels:
+    agents.x-k8s.io/sandbox-name-hash: 0badc0de
+spec:
+  automountServiceAccountToken: false
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+  containers:
+    - name: main
+      image: busybox:1.36
+      command: ["sleep", "3600"]
+      resources:
+        limits: {cpu: 100m, memory: 64Mi}
+      securityContext:
+        allowPrivilegeEscalation: false
+        capabilities: {drop: [ALL]}
+YAML
+defaulted=$(kubectl -n "$TEST_NS" get pod defaulted -o jsonpath='{.spec.runtimeClassName}')
+[[ "$defaulted" == gvisor ]] || fail "runtimeClassName is '$defaulted', want gvisor (the default profile)"
+echo "pod defaulted: runtimeClassName=$defaulted"
+
 step "a privileged SandboxTemplate is denied"
 set +e
 denied=$(kubectl apply -f - 2>&1 <<YAML
