@@ -91,7 +91,8 @@ fn policies_configmap_holds_the_repository_policies() {
     }
     let generator = std::fs::read_to_string(copy_dir().join("kustomization.yaml")).unwrap();
     assert_eq!(generator, kustomization(&expected), "{hint}");
-    // A ConfigMap holds at most 1 MiB; leave room for kubectl's last-applied annotation.
+    // Client-side `kubectl apply` copies the whole ConfigMap into its last-applied annotation,
+    // and annotations are limited to 256 KiB in total.
     let total: u64 = expected
         .iter()
         .map(|f| std::fs::metadata(copy_dir().join(f)).unwrap().len())
