@@ -222,7 +222,9 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
         Some(Value::String(k)) if k == KIND => {}
         Some(other) => {
             return Err(DecodeError::WrongKind(
-                other.as_str().map_or_else(|| other.to_string(), str::to_owned),
+                other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_owned),
             ));
         }
         None => return Err(DecodeError::NotAReview("missing kind".into())),
@@ -389,8 +391,12 @@ mod tests {
     fn refuses_each_malformed_envelope() {
         assert!(matches!(decode(b"nope"), Err(DecodeError::NotJson(_))));
         assert!(matches!(decode(b"[1]"), Err(DecodeError::NotAReview(_))));
-        let wrong = br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#;
-        assert!(matches!(decode(wrong), Err(DecodeError::WrongApiVersion(_))));
+        let wrong =
+            br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{}}"#;
+        assert!(matches!(
+            decode(wrong),
+            Err(DecodeError::WrongApiVersion(_))
+        ));
         let kind = br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod"}"#;
         assert!(matches!(decode(kind), Err(DecodeError::WrongKind(_))));
         let noreq = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
@@ -419,7 +425,9 @@ mod tests {
         assert_eq!(wire["kind"], KIND);
         assert_eq!(wire["response"]["uid"], "u1");
         assert_eq!(wire["response"]["patchType"], "JSONPatch");
-        let b64 = wire["response"]["patch"].as_str().expect("patch is a string");
+        let b64 = wire["response"]["patch"]
+            .as_str()
+            .expect("patch is a string");
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .unwrap();

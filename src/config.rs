@@ -184,11 +184,10 @@ impl Config {
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::Invalid {
-                origin: origin.to_owned(),
-                message: e.to_string(),
-            })?;
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         config.validate().map_err(|message| ConfigError::Invalid {
             origin: origin.to_owned(),
             message,
@@ -223,7 +222,9 @@ impl Config {
             return Err("maxBodyBytes must be at least 1024".into());
         }
         if self.default_timeout_seconds == 0 || self.default_timeout_seconds > 30 {
-            return Err("defaultTimeoutSeconds must be within 1..=30 (the API server's range)".into());
+            return Err(
+                "defaultTimeoutSeconds must be within 1..=30 (the API server's range)".into(),
+            );
         }
         self.mutation.validate()?;
         self.policy.validate()?;

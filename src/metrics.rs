@@ -84,7 +84,11 @@ impl Metrics {
             "Time from body received to answer encoded",
             latency.clone(),
         );
-        registry.register("in_flight_requests", "Reviews being processed", in_flight.clone());
+        registry.register(
+            "in_flight_requests",
+            "Reviews being processed",
+            in_flight.clone(),
+        );
         registry.register(
             "rejected_input",
             "Requests refused because they could not be understood, by reason",
@@ -100,7 +104,11 @@ impl Metrics {
             "Policy set reloads, by result",
             policy_reloads.clone(),
         );
-        registry.register("policies_loaded", "Policies in the serving set", policies.clone());
+        registry.register(
+            "policies_loaded",
+            "Policies in the serving set",
+            policies.clone(),
+        );
         registry.register(
             "certificate_reload",
             "Serving certificate reloads, by result",

@@ -85,7 +85,8 @@ impl Admitter {
         let answer = match admission::decode(body) {
             Err(err) => self.refuse(endpoint, err),
             Ok(req) => {
-                let decision = match tokio::time::timeout(deadline, self.decide(endpoint, &req)).await
+                let decision = match tokio::time::timeout(deadline, self.decide(endpoint, &req))
+                    .await
                 {
                     Ok(d) => d,
                     Err(_) => Decision {
@@ -163,7 +164,13 @@ impl Admitter {
             latency_us,
             "review"
         );
-        self.log.record(record_of(endpoint, req, d, latency_us, self.log.include_objects()));
+        self.log.record(record_of(
+            endpoint,
+            req,
+            d,
+            latency_us,
+            self.log.include_objects(),
+        ));
     }
 }
 
@@ -322,7 +329,8 @@ mod tests {
     #[test]
     fn mutation_denial_drops_the_patch() {
         let outcome = MutationOutcome {
-            patch: serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}])).unwrap(),
+            patch: serde_json::from_value(json!([{"op": "add", "path": "/a", "value": 1}]))
+                .unwrap(),
             denial: Some("no such profile".into()),
             ..Default::default()
         };

@@ -237,7 +237,8 @@ pub fn covers(pem: &[u8], names: &[String]) -> bool {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
         return false;
     };
-    let tomorrow = x509_parser::time::ASN1Time::from_timestamp(chrono::Utc::now().timestamp() + 86_400);
+    let tomorrow =
+        x509_parser::time::ASN1Time::from_timestamp(chrono::Utc::now().timestamp() + 86_400);
     if tomorrow.map_or(true, |t| cert.validity().not_after < t) {
         return false;
     }
@@ -247,11 +248,13 @@ pub fn covers(pem: &[u8], names: &[String]) -> bool {
     names.iter().all(|name| {
         san.value.general_names.iter().any(|g| match g {
             x509_parser::extensions::GeneralName::DNSName(d) => d == name,
-            x509_parser::extensions::GeneralName::IPAddress(bytes) => match name.parse::<IpAddr>() {
-                Ok(IpAddr::V4(ip)) => *bytes == ip.octets(),
-                Ok(IpAddr::V6(ip)) => *bytes == ip.octets(),
-                Err(_) => false,
-            },
+            x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                match name.parse::<IpAddr>() {
+                    Ok(IpAddr::V4(ip)) => *bytes == ip.octets(),
+                    Ok(IpAddr::V6(ip)) => *bytes == ip.octets(),
+                    Err(_) => false,
+                }
+            }
             _ => false,
         })
     })
@@ -283,7 +286,11 @@ mod tests {
     fn generated_pair_loads_and_covers_its_names() {
         install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "svc.ns.svc".to_string()];
+        let names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "svc.ns.svc".to_string(),
+        ];
         let (files, fresh) = ensure_self_signed(dir.path(), &names).unwrap();
         assert!(fresh);
         let pem = std::fs::read(&files.cert).unwrap();
