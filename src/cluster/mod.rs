@@ -95,3 +95,36 @@ pub trait ClusterAccess: Send + Sync {
         policy: &'a NetworkPolicy,
     ) -> BoxFuture<'a, Result<Ensured, ClusterError>>;
 }
+
+/// Cluster access for `serve`: in-cluster configuration or the local kubeconfig, or `None` (with
+/// a warning saying what that means) when neither exists, so the binary also runs on a laptop.
+pub async fn connect_or_offline() -> Option<Arc<dyn ClusterAccess>> {
+    crate::certs::install_crypto_provider();
+    match KubeCluster::connect(KubeClusterOptions::default()).await {
+        Ok(cluster) => {
+            tracing::info!(
+                "cluster access: watching RuntimeClasses and Namespaces, applying NetworkPolicies"
+            );
+            Some(Arc::new(cluster))
+        }
+        Err(err) => {
+            tracing::warn!(
+                error = %err,
+                "no cluster access: runtime scheduling and overhead come from configuration, RuntimeClass existence is not checked, NetworkPolicies are not applied"
+            );
+            None
+        }
+    }
+}
+
+/// The Namespace as JSON, for Rego policies' `input.review.namespaceObject` (as Gatekeeper gives
+/// it); `None` when it cannot be found or read.
+pub async fn namespace_object(
+    cluster: &dyn ClusterAccess,
+    name: &str,
+) -> Option<serde_json::Value> {
+    match cluster.namespace(name).await {
+        Lookup::Found(ns) => serde_json::to_value(&*ns).ok(),
+        Lookup::Missing | Lookup::Unavailable(_) => None,
+    }
+}
