@@ -289,3 +289,34 @@ async fn dry_run_sends_no_apply() {
     assert!(!out.patch.is_empty());
     assert!(!api.seen().iter().any(|s| s.method == "PATCH"));
 }
+
+#[tokio::test]
+async fn a_cache_that_cannot_sync_falls_back_to_direct_reads_without_waiting_each_time() {
+    let forbidden_list = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "runtimeclasses.node.k8s.io is forbidden: User \"system:serviceaccount:sandbox-admission:sandbox-admission\" cannot list resource \"runtimeclasses\" in API group \"node.k8s.io\" at the cluster scope",
+        "reason": "Forbidden", "details": {"group": "node.k8s.io", "kind": "runtimeclasses"}, "code": 403})
+    .to_string();
+    let list: Value = serde_json::from_str(&fixture("runtimeclasses-list.json")).unwrap();
+    let gvisor = list["items"][0].to_string();
+    let api = api(move |s| match (s.method.as_str(), s.path.as_str()) {
+        ("GET", RC) if !s.is_watch() => Some(Reply::Json(403, forbidden_list.clone())),
+        ("GET", p) if p == format!("{RC}/gvisor") => Some(Reply::Json(200, gvisor.clone())),
+        _ => None,
+    });
+    let cluster = KubeCluster::start(
+        api.client.clone(),
+        KubeClusterOptions {
+            sync_wait: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(cluster.runtime_class("gvisor").await, Lookup::Found(_)));
+    assert!(!cluster.is_synced());
+    let started = std::time::Instant::now();
+    assert!(matches!(cluster.runtime_class("gvisor").await, Lookup::Found(_)));
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "the second lookup waited for the cache again"
+    );
+    assert_eq!(api.direct().len(), 2);
+}

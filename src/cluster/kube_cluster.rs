@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,9 @@ use super::{ClusterAccess, ClusterError, Ensured, FIELD_MANAGER, Lookup};
 /// Tuning for [`KubeCluster`].
 #[derive(Debug, Clone)]
 pub struct KubeClusterOptions {
-    /// How long a lookup waits for a cache's first list before asking the API server directly.
+    /// How long the first lookups wait for a cache's first list before asking the API server
+    /// directly. Waited once: a cache that cannot sync (e.g. RBAC forbids the list) must not
+    /// slow every admission down.
     pub sync_wait: Duration,
     /// An applied NetworkPolicy is applied again after this long, repairing manual deletions.
     pub reapply_after: Duration,
@@ -52,6 +55,8 @@ pub struct KubeCluster {
     runtime_classes: Store<RuntimeClass>,
     namespaces: Store<Namespace>,
     tasks: Vec<JoinHandle<()>>,
+    /// Set once a lookup has waited `sync_wait` for a cache in vain.
+    gave_up_waiting: AtomicBool,
     applied: Mutex<HashMap<AppliedKey, (u64, Instant)>>,
     options: KubeClusterOptions,
 }
@@ -74,6 +79,7 @@ impl KubeCluster {
             runtime_classes,
             namespaces,
             tasks: vec![rc_task, ns_task],
+            gave_up_waiting: AtomicBool::new(false),
             applied: Mutex::new(HashMap::new()),
             options,
         }
@@ -81,26 +87,39 @@ impl KubeCluster {
 
     /// Both caches have completed their first list (for readiness reporting).
     pub fn is_synced(&self) -> bool {
-        // `wait_until_ready` is the only readiness signal a Store offers; poll it without waiting.
-        let ready = |fut: std::pin::Pin<&mut (dyn std::future::Future<Output = _> + Send)>| {
-            let waker = futures::task::noop_waker();
-            let mut cx = std::task::Context::from_waker(&waker);
-            matches!(fut.poll(&mut cx), std::task::Poll::Ready(Ok(())))
-        };
-        let mut rc = Box::pin(self.runtime_classes.wait_until_ready());
-        let mut ns = Box::pin(self.namespaces.wait_until_ready());
-        ready(rc.as_mut()) && ready(ns.as_mut())
+        is_ready(&self.runtime_classes) && is_ready(&self.namespaces)
+    }
+
+    async fn wait_for<K>(&self, store: &Store<K>) -> bool
+    where
+        K: Resource<DynamicType = ()> + Clone,
+    {
+        if is_ready(store) {
+            return true;
+        }
+        if self.gave_up_waiting.load(Ordering::Relaxed) {
+            return false;
+        }
+        let synced = matches!(
+            tokio::time::timeout(self.options.sync_wait, store.wait_until_ready()).await,
+            Ok(Ok(()))
+        );
+        if !synced {
+            tracing::warn!(
+                kind = %K::kind(&()),
+                "watch cache not synced after {:?}; answering from direct reads until it is",
+                self.options.sync_wait
+            );
+            self.gave_up_waiting.store(true, Ordering::Relaxed);
+        }
+        synced
     }
 
     async fn cached<K>(&self, store: &Store<K>, api: Api<K>, name: &str) -> Lookup<K>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     {
-        let synced = matches!(
-            tokio::time::timeout(self.options.sync_wait, store.wait_until_ready()).await,
-            Ok(Ok(()))
-        );
-        if synced && let Some(obj) = store.get(&ObjectRef::new(name)) {
+        if self.wait_for(store).await && let Some(obj) = store.get(&ObjectRef::new(name)) {
             return Lookup::Found(obj);
         }
         match api.get_opt(name).await {
@@ -166,6 +185,21 @@ impl ClusterAccess for KubeCluster {
     ) -> BoxFuture<'a, Result<Ensured, ClusterError>> {
         Box::pin(self.apply(policy))
     }
+}
+
+/// Whether a store has completed its first list, without waiting: `wait_until_ready` is the only
+/// readiness signal a Store offers, so it is polled once.
+fn is_ready<K>(store: &Store<K>) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    let waker = futures::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(store.wait_until_ready());
+    matches!(
+        fut.as_mut().poll(&mut cx),
+        std::task::Poll::Ready(Ok(()))
+    )
 }
 
 /// A hash of the whole object, so a changed profile is applied again at once.

@@ -76,4 +76,32 @@ mod tests {
         assert!(yaml.contains("kind: NetworkPolicy"), "{yaml}");
         assert!(yaml.contains("169.254.0.0/16"), "{yaml}");
     }
+
+    #[test]
+    fn custom_profiles_and_bad_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "labelPrefix: corp.example/\nmutation:\n  defaultNetworkProfile: closed\n  networkProfiles:\n    closed:\n      policyName: deny-all\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        let yaml = render_network_policies(&config, "ns1").unwrap();
+        let docs: Vec<NetworkPolicy> = serde_saphyr::from_multiple(&yaml).unwrap();
+        assert_eq!(docs.len(), 1);
+        assert_eq!(docs[0].metadata.name.as_deref(), Some("deny-all"));
+        let spec = docs[0].spec.clone().unwrap();
+        assert_eq!(spec.ingress, Some(Vec::new()), "empty ingress denies all");
+        assert_eq!(
+            spec.pod_selector.unwrap().match_labels.unwrap()["corp.example/network-profile"],
+            "closed"
+        );
+        let args = |config: Option<PathBuf>| NetworkPoliciesArgs {
+            namespace: "ns1".into(),
+            config,
+        };
+        assert_eq!(run(&args(Some(path))), ExitCode::SUCCESS);
+        assert_eq!(run(&args(Some(dir.path().join("missing.yaml")))), ExitCode::FAILURE);
+    }
 }

@@ -302,7 +302,7 @@ impl Mutator {
             Ok(Ensured::Cached) => Ok(()),
             Err(err) => match self.config.on_network_policy_failure {
                 OnFailure::Deny => Err(Refusal::new(format!(
-                    "could not apply NetworkPolicy {namespace}/{policy_name} for network profile {name}: {err}. The webhook's ServiceAccount needs get and patch on networkpolicies.networking.k8s.io; or set mutation.onNetworkPolicyFailure: warn"
+                    "could not apply NetworkPolicy {namespace}/{policy_name} for network profile {name}: {err}. The webhook's ServiceAccount needs get, create and patch on networkpolicies.networking.k8s.io; or set mutation.onNetworkPolicyFailure: warn"
                 ))),
                 OnFailure::Warn => {
                     out.warnings
