@@ -310,10 +310,16 @@ async fn a_cache_that_cannot_sync_falls_back_to_direct_reads_without_waiting_eac
             ..Default::default()
         },
     );
-    assert!(matches!(cluster.runtime_class("gvisor").await, Lookup::Found(_)));
+    assert!(matches!(
+        cluster.runtime_class("gvisor").await,
+        Lookup::Found(_)
+    ));
     assert!(!cluster.is_synced());
     let started = std::time::Instant::now();
-    assert!(matches!(cluster.runtime_class("gvisor").await, Lookup::Found(_)));
+    assert!(matches!(
+        cluster.runtime_class("gvisor").await,
+        Lookup::Found(_)
+    ));
     assert!(
         started.elapsed() < Duration::from_millis(250),
         "the second lookup waited for the cache again"

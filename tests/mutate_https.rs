@@ -153,3 +153,37 @@ async fn refusals_and_dry_run_over_https() {
     assert!(cluster.applied().is_empty(), "dry-run applied nothing");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_pod_as_the_api_server_sends_it() {
+    let cluster = Arc::new(FakeCluster::new().with_simple_runtime_class("gvisor", "runsc"));
+    let server = start(cluster).await;
+    let body =
+        std::fs::read("tests/fixtures/api-server/admissionreview-sandbox-pod-create.json").unwrap();
+    let review: Value = serde_json::from_slice(&body).unwrap();
+    let (status, answer) = server.post("/mutate", body).await;
+    assert_eq!(status, 200, "{answer}");
+    let response = &answer["response"];
+    assert_eq!(response["uid"], review["request"]["uid"]);
+    assert_eq!(response["allowed"], true, "{response}");
+    let mut pod = review["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch_of(response)).unwrap();
+    let spec = &pod["spec"];
+    assert_eq!(spec["runtimeClassName"], "gvisor");
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    // The token the ServiceAccount plugin mounted before us is gone, not just switched off.
+    assert!(spec.get("volumes").is_none(), "{spec}");
+    assert!(spec["containers"][0].get("volumeMounts").is_none());
+    assert_eq!(spec["tolerations"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        pod["metadata"]["labels"]["sandbox-admission.io/sandbox-name"],
+        "hello-world"
+    );
+    assert_eq!(
+        pod["metadata"]["managedFields"],
+        review["request"]["object"]["metadata"]["managedFields"]
+    );
+    let typed: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), pod);
+    server.stop().await;
+}

@@ -119,7 +119,9 @@ impl KubeCluster {
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     {
-        if self.wait_for(store).await && let Some(obj) = store.get(&ObjectRef::new(name)) {
+        if self.wait_for(store).await
+            && let Some(obj) = store.get(&ObjectRef::new(name))
+        {
             return Lookup::Found(obj);
         }
         match api.get_opt(name).await {
@@ -196,10 +198,7 @@ where
     let waker = futures::task::noop_waker();
     let mut cx = std::task::Context::from_waker(&waker);
     let mut fut = std::pin::pin!(store.wait_until_ready());
-    matches!(
-        fut.as_mut().poll(&mut cx),
-        std::task::Poll::Ready(Ok(()))
-    )
+    matches!(fut.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(())))
 }
 
 /// A hash of the whole object, so a changed profile is applied again at once.

@@ -102,6 +102,9 @@ mod tests {
             config,
         };
         assert_eq!(run(&args(Some(path))), ExitCode::SUCCESS);
-        assert_eq!(run(&args(Some(dir.path().join("missing.yaml")))), ExitCode::FAILURE);
+        assert_eq!(
+            run(&args(Some(dir.path().join("missing.yaml")))),
+            ExitCode::FAILURE
+        );
     }
 }

@@ -4,6 +4,10 @@
 //! container (or one adding `SYS_ADMIN`) cannot have `allowPrivilegeEscalation: false`, and a
 //! Windows pod cannot carry Linux-only seccomp or capability settings. Those are left for
 //! validation to judge, with a warning.
+//!
+//! The ServiceAccount admission plugin runs before webhooks: by the time this code sets
+//! `automountServiceAccountToken: false`, the token volume is already in the pod. Setting the
+//! field alone would change nothing, so the volume that plugin injected is taken out as well.
 
 use serde_json::{Map, Value};
 
@@ -11,6 +15,9 @@ use super::config::HardeningConfig;
 use super::patch::{Refusal, child_map};
 
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
+/// Name prefix of the projected token volume the ServiceAccount admission plugin injects.
+const TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
 
 pub fn harden(
     spec: &mut Map<String, Value>,
@@ -21,6 +28,7 @@ pub fn harden(
     if config.disable_service_account_token && is_unset(spec.get("automountServiceAccountToken")) {
         spec.insert("automountServiceAccountToken".into(), Value::Bool(false));
         changes.push("automountServiceAccountToken=false".into());
+        remove_injected_token(spec, changes);
     }
     let windows = spec
         .get("os")
@@ -149,6 +157,59 @@ fn harden_container(
     Ok(())
 }
 
+/// Remove the plugin's projected token volume (recognised by name and by its
+/// `serviceAccountToken` source, so a user's own volume is never touched) and its mounts.
+fn remove_injected_token(spec: &mut Map<String, Value>, changes: &mut Vec<String>) {
+    let Some(Value::Array(volumes)) = spec.get_mut("volumes") else {
+        return;
+    };
+    let is_injected = |v: &Value| {
+        v.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| n.starts_with(TOKEN_VOLUME_PREFIX))
+            && v.pointer("/projected/sources")
+                .and_then(Value::as_array)
+                .is_some_and(|s| s.iter().any(|src| src.get("serviceAccountToken").is_some()))
+    };
+    let names: Vec<String> = volumes
+        .iter()
+        .filter(|v| is_injected(v))
+        .filter_map(|v| v.get("name").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    volumes.retain(|v| !is_injected(v));
+    if volumes.is_empty() {
+        spec.remove("volumes");
+    }
+    for list in CONTAINER_LISTS {
+        let Some(Value::Array(containers)) = spec.get_mut(list) else {
+            continue;
+        };
+        for container in containers.iter_mut() {
+            let Some(Value::Array(mounts)) = container.get_mut("volumeMounts") else {
+                continue;
+            };
+            mounts.retain(|m| {
+                !m.get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| names.iter().any(|x| x == n))
+            });
+            if mounts.is_empty()
+                && let Some(c) = container.as_object_mut()
+            {
+                c.remove("volumeMounts");
+            }
+        }
+    }
+    for name in names {
+        changes.push(format!(
+            "removed injected service account token volume {name}"
+        ));
+    }
+}
+
 fn is_unset(v: Option<&Value>) -> bool {
     v.is_none_or(Value::is_null)
 }
@@ -233,6 +294,35 @@ mod tests {
         assert!(spec["containers"][0].get("securityContext").is_none());
         assert_eq!(spec["automountServiceAccountToken"], false);
         assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
+    fn injected_token_volume_is_removed_with_its_mounts() {
+        let token_volume = json!({"name": "kube-api-access-x2x9k", "projected": {"defaultMode": 420,
+            "sources": [{"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}});
+        let mount = json!({"name": "kube-api-access-x2x9k", "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"});
+        let data_mount = json!({"name": "data", "mountPath": "/data"});
+        let (spec, changes, _) = run(json!({
+            "volumes": [{"name": "data", "emptyDir": {}}, token_volume],
+            "containers": [{"name": "a", "volumeMounts": [data_mount, mount]}],
+            "initContainers": [{"name": "i", "volumeMounts": [mount]}]
+        }));
+        assert_eq!(spec["volumes"], json!([{"name": "data", "emptyDir": {}}]));
+        assert_eq!(spec["containers"][0]["volumeMounts"], json!([data_mount]));
+        assert!(spec["initContainers"][0].get("volumeMounts").is_none());
+        assert!(changes.iter().any(|c| c.contains("kube-api-access-x2x9k")));
+
+        // A pod that asks for its token keeps it; a look-alike volume of the user's stays.
+        let asked = json!({"automountServiceAccountToken": true, "volumes": [token_volume],
+            "containers": [{"name": "a", "volumeMounts": [mount]}]});
+        let (spec, _, _) = run(asked.clone());
+        assert_eq!(spec["volumes"], asked["volumes"]);
+        let own = json!({"name": "kube-api-access-mine", "emptyDir": {}});
+        let (spec, _, _) = run(json!({"volumes": [own], "containers": [{"name": "a"}]}));
+        assert_eq!(spec["volumes"], json!([own]));
     }
 
     #[test]
