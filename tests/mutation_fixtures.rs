@@ -296,6 +296,9 @@ async fn every_fixture_pod_is_mutated_validly_and_idempotently() {
         chrono::DateTime::parse_from_rfc3339(at).unwrap();
         assert_eq!(annotations[format!("{PREFIX}idle-timeout")], "1h");
 
+        // An earlier admission's clock is kept (not restarted) on reinvocation.
+        patched["metadata"]["annotations"][format!("{PREFIX}admitted-at")] =
+            json!("2020-01-01T00:00:00Z");
         let again = mutator.mutate(&request(&patched)).await;
         assert_eq!(again.denial, None, "{origin}");
         assert!(
