@@ -34,6 +34,8 @@ pub enum Command {
         after_help = "Example:\n  sandbox-admission certs --service sandbox-admission --namespace sandbox-admission --out certs/"
     )]
     Certs(CertsArgs),
+    /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
+    NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
 }
 
 #[derive(Args, Default)]
@@ -66,6 +68,9 @@ pub struct ServeArgs {
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Never talk to a Kubernetes API server, even when a kubeconfig or in-cluster config exists
+    #[arg(long, env = "SANDBOX_ADMISSION_NO_CLUSTER")]
+    pub no_cluster: bool,
 }
 
 #[derive(Args)]
@@ -175,13 +180,18 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let use_cluster = !args.no_cluster;
     let mut settings = serve_settings(args)?;
     init_logging(settings.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        settings.cluster = crate::cluster::connect_or_offline().await;
+        if use_cluster {
+            settings.cluster = crate::cluster::connect_or_offline().await;
+        } else {
+            tracing::info!("--no-cluster: runtime scheduling and overhead come from configuration");
+        }
         server::run(settings).await
     })
 }
@@ -232,5 +242,6 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
+        Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
     }
 }
