@@ -34,6 +34,8 @@ pub enum Command {
         after_help = "Example:\n  sandbox-admission certs --service sandbox-admission --namespace sandbox-admission --out certs/"
     )]
     Certs(CertsArgs),
+    /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
+    NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
 }
 
 #[derive(Args, Default)]
@@ -66,13 +68,16 @@ pub struct ServeArgs {
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Never talk to a Kubernetes API server, even when a kubeconfig or in-cluster config exists
+    #[arg(long, env = "SANDBOX_ADMISSION_NO_CLUSTER")]
+    pub no_cluster: bool,
     /// In a cluster: keep the CA and serving certificate in a Secret in the Service's namespace,
     /// renew them, write them into the cert dir and patch the caBundle of the webhook
     /// configurations named like the Service
     #[arg(
         long,
         env = "SANDBOX_ADMISSION_MANAGE_CERTS",
-        conflicts_with = "tls_cert"
+        conflicts_with_all = ["tls_cert", "no_cluster"]
     )]
     pub manage_certs: bool,
     /// Secret that --manage-certs keeps the certificates in [default: sandbox-admission-tls]
@@ -175,6 +180,7 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
         tls,
         policies_dir: args.policies,
         decision_log: true,
+        cluster: None,
     })
 }
 
@@ -192,13 +198,19 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let use_cluster = !args.no_cluster;
     let (manage, secret) = (args.manage_certs, args.cert_secret.clone());
-    let settings = serve_settings(args)?;
+    let mut settings = serve_settings(args)?;
     init_logging(settings.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        if use_cluster {
+            settings.cluster = crate::cluster::connect_or_offline().await;
+        } else {
+            tracing::info!("--no-cluster: runtime scheduling and overhead come from configuration");
+        }
         // Kept alive while serving: it renews the certificate in the background.
         let _renewer = if manage {
             Some(certs::manage::start_in_cluster(&settings.config, &settings.tls, secret).await?)
@@ -260,5 +272,6 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
+        Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
     }
 }

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod audit;
 pub mod certs;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod mutate;

@@ -146,6 +146,7 @@ async fn start(dir: &Path) -> Running {
         }),
         policies_dir: None,
         decision_log: false,
+        cluster: None,
     })
     .await
     .expect("server starts")

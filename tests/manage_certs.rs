@@ -1,6 +1,7 @@
-//! `--manage-certs` through kube's real client against an API server that answers with recorded
-//! responses (`tests/fixtures/apiserver/`): every request's method, path, query and body is
-//! checked, and the files it writes are served by the real TLS stack.
+//! `--manage-certs` through kube's real client against a stand-in API server: it keeps the Secret
+//! and the two webhook configurations as state and answers in kube-apiserver's JSON (the bodies in
+//! `tests/fixtures/api-server/`, hand-written in its format). Every request's method, path, query
+//! and body is checked, and the files written are served by the real TLS stack.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -27,7 +28,7 @@ const VALIDATING_PATH: &str =
 
 fn recorded(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/apiserver")
+        .join("tests/fixtures/api-server")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
@@ -58,8 +59,8 @@ struct ApiServer {
 impl ApiServer {
     fn new() -> Arc<Mutex<ApiServer>> {
         Arc::new(Mutex::new(ApiServer {
-            mutating: recorded("mutatingwebhookconfiguration.json"),
-            validating: recorded("validatingwebhookconfiguration.json"),
+            mutating: recorded("mutatingwebhookconfiguration-sandbox-admission.json"),
+            validating: recorded("validatingwebhookconfiguration-sandbox-admission.json"),
             next_rv: 2000,
             ..Default::default()
         }))
@@ -91,18 +92,27 @@ impl ApiServer {
         match (seen.method.clone(), seen.path.as_str()) {
             (Method::GET, SECRET_PATH) => match &self.secret {
                 Some(s) => (StatusCode::OK, s.clone()),
-                None => (StatusCode::NOT_FOUND, recorded("secret-not-found.json")),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    recorded("secret-sandbox-admission-tls-404.json"),
+                ),
             },
             (Method::POST, SECRETS_PATH) => {
                 if self.secret.is_some() {
-                    return (StatusCode::CONFLICT, recorded("secret-already-exists.json"));
+                    return (
+                        StatusCode::CONFLICT,
+                        recorded("secret-sandbox-admission-tls-409-exists.json"),
+                    );
                 }
                 (StatusCode::CREATED, self.store_secret(seen.body))
             }
             (Method::PUT, SECRET_PATH) => {
                 let current = self.secret.as_ref().unwrap()["metadata"]["resourceVersion"].clone();
                 if seen.body["metadata"]["resourceVersion"] != current {
-                    return (StatusCode::CONFLICT, recorded("secret-conflict.json"));
+                    return (
+                        StatusCode::CONFLICT,
+                        recorded("secret-sandbox-admission-tls-409-conflict.json"),
+                    );
                 }
                 (StatusCode::OK, self.store_secret(seen.body))
             }
@@ -314,7 +324,7 @@ async fn a_concurrent_create_is_adopted() {
     let server = ApiServer::new();
     server.lock().unwrap().interrupts.push_back((
         Method::POST,
-        recorded("secret-already-exists.json"),
+        recorded("secret-sandbox-admission-tls-409-exists.json"),
         Some(theirs.clone()),
     ));
     let dir = tempfile::tempdir().unwrap();
@@ -352,7 +362,7 @@ async fn a_stale_update_rereads_and_renews_on_the_latest_version() {
     server.lock().unwrap().seen.clear();
     server.lock().unwrap().interrupts.push_back((
         Method::PUT,
-        recorded("secret-conflict.json"),
+        recorded("secret-sandbox-admission-tls-409-conflict.json"),
         None,
     ));
     let outcome = reconcile(&api, &s).await.unwrap();
@@ -450,6 +460,7 @@ async fn the_server_serves_what_it_manages_and_picks_up_renewals() {
         }),
         policies_dir: None,
         decision_log: false,
+        cluster: None,
     })
     .await
     .unwrap();

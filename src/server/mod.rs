@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::DecisionLog;
 use crate::certs::{self, TlsFiles};
+use crate::cluster::ClusterAccess;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mutate::Mutator;
@@ -41,6 +42,9 @@ pub struct ServeSettings {
     pub policies_dir: Option<PathBuf>,
     /// Write decision records (off in tests that do not read them).
     pub decision_log: bool,
+    /// The API server, for RuntimeClass and Namespace lookups and NetworkPolicy apply; `None`
+    /// runs mutation offline (see [`crate::cluster::connect_or_offline`]).
+    pub cluster: Option<Arc<dyn ClusterAccess>>,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
@@ -86,6 +90,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         tls,
         policies_dir,
         decision_log,
+        cluster,
     } = settings;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -133,7 +138,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     };
     let config = Arc::new(config);
     let admitter = Arc::new(Admitter {
-        mutator: Mutator::new(&config),
+        mutator: Mutator::new(&config, cluster),
         config: config.clone(),
         policies: policies.clone(),
         metrics: metrics.clone(),

@@ -325,3 +325,23 @@ fn cert_manager_overlay_issues_the_mounted_secret() {
         assert_eq!(body["metadata"]["name"], p["target"]["name"]);
     }
 }
+
+#[test]
+fn example_networkpolicy_is_what_the_server_applies() {
+    // The same object the server applies (and `network-policies` prints) for the deployed
+    // configuration's `default` profile in the example namespace.
+    let config = deployed_config();
+    let profile = config
+        .mutation
+        .network_profiles
+        .get("default")
+        .expect("a default network profile");
+    let rendered = sandbox_admission::mutate::network::network_policy(
+        &config.label_prefix,
+        "default",
+        profile,
+        "sandbox-example",
+    );
+    let example = object("examples", "NetworkPolicy", "sandbox-admission-default");
+    assert_eq!(example, serde_json::to_value(&rendered).unwrap());
+}
