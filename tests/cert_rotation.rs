@@ -234,6 +234,10 @@ async fn rotation_to_a_new_ca_without_failing_a_request() {
     assert_eq!(ready["ready"], true, "the old pair serves: still ready");
     let detail = ready["checks"]["tls"]["detail"].as_str().unwrap();
     assert!(detail.contains("last reload failed"), "{detail}");
+    assert!(
+        detail.contains("valid until"),
+        "the expiry of what serves: {detail}"
+    );
 
     let failed = reloads(&running, "failure").await;
     volume.write(&[("tls.crt", "not a certificate"), ("tls.key", "nor a key")]);

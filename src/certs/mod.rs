@@ -263,6 +263,29 @@ pub fn server_config_from(files: &TlsFiles, pem: &TlsPem) -> Result<ServerConfig
     Ok(config)
 }
 
+/// How `/readyz` describes a serving certificate: its path and, when it parses, its expiry (so an
+/// operator without an expiry alert still sees it coming). Warns when it expires within a week.
+pub fn describe_serving(path: &Path, pem: &[u8]) -> String {
+    let not_after = CertificateDer::from_pem_slice(pem).ok().and_then(|der| {
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+        chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+    });
+    match not_after {
+        Some(t) => {
+            let left = t - chrono::Utc::now();
+            if left < chrono::Duration::days(7) {
+                tracing::warn!(cert = %path.display(), expires = %t.to_rfc3339(), "the serving certificate expires within a week");
+            }
+            format!(
+                "serving certificate {} (valid until {})",
+                path.display(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        }
+        None => format!("serving certificate {}", path.display()),
+    }
+}
+
 /// Does the certificate in `pem` cover every name in `names` and stay valid for another day?
 pub fn covers(pem: &[u8], names: &[String]) -> bool {
     let Ok(der) = CertificateDer::from_pem_slice(pem) else {

@@ -193,8 +193,8 @@ impl State {
                     .metrics
                     .reload(&self.sinks.metrics.cert_reloads, true);
                 let detail = format!(
-                    "serving certificate {} (reloaded {})",
-                    self.files.cert.display(),
+                    "{}, reloaded {}",
+                    super::describe_serving(&self.files.cert, &self.serving.cert),
                     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 );
                 tracing::info!(cert = %self.files.cert.display(), "serving certificate reloaded");
@@ -217,8 +217,8 @@ impl State {
         self.sinks.readiness.set(
             "tls",
             Ok(format!(
-                "serving certificate {} (previous pair still serving; last reload failed: {message})",
-                self.files.cert.display()
+                "{}; the previous pair keeps serving: last reload failed: {message}",
+                super::describe_serving(&self.files.cert, &self.serving.cert)
             )),
         );
     }

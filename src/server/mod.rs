@@ -119,7 +119,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     let tls_config = Arc::new(ArcSwap::from_pointee(server_config));
     readiness.set(
         "tls",
-        Ok(format!("serving certificate {}", tls_files.cert.display())),
+        Ok(certs::describe_serving(&tls_files.cert, &loaded_pem.cert)),
     );
 
     let policies = match &policies_dir {
