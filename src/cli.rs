@@ -34,6 +34,9 @@ pub enum Command {
         after_help = "Example:\n  sandbox-admission certs --service sandbox-admission --namespace sandbox-admission --out certs/"
     )]
     Certs(CertsArgs),
+    /// Query and summarise the decision log: who was denied, by which policy, how often.
+    #[command(after_help = crate::audit::cli::AFTER_HELP)]
+    Audit(crate::audit::cli::AuditArgs),
 }
 
 #[derive(Args, Default)]
@@ -66,6 +69,16 @@ pub struct ServeArgs {
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Also append decision records to this file, rotated by size into FILE.1.gz, FILE.2.gz, ...
+    #[arg(long, env = "SANDBOX_ADMISSION_DECISION_LOG", value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+    /// Do not write decision records to stdout
+    #[arg(long)]
+    pub no_decision_log_stdout: bool,
+    /// Include object bodies in decision records (off by default: objects can hold secrets;
+    /// Secret data is redacted regardless)
+    #[arg(long)]
+    pub log_objects: bool,
 }
 
 #[derive(Args)]
@@ -107,6 +120,15 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     if let Some(f) = args.log_format {
         config.log_format = f;
+    }
+    if args.decision_log.is_some() {
+        config.decision_log.file = args.decision_log;
+    }
+    if args.no_decision_log_stdout {
+        config.decision_log.stdout = false;
+    }
+    if args.log_objects {
+        config.decision_log.include_objects = true;
     }
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {
@@ -228,5 +250,6 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
+        Command::Audit(args) => crate::audit::cli::run(args),
     }
 }

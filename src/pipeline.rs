@@ -202,7 +202,7 @@ pub fn record_of(
         mutations: d.mutations.clone(),
         latency_us,
         object: if include_object {
-            req.object().cloned()
+            crate::audit::loggable_object(req)
         } else {
             None
         },
