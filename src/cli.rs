@@ -37,6 +37,9 @@ pub enum Command {
     /// Query and summarise the decision log: who was denied, by which policy, how often.
     #[command(after_help = crate::audit::cli::AFTER_HELP)]
     Audit(crate::audit::cli::AuditArgs),
+    /// Run an object or AdmissionReview through mutation and validation offline, as the server would.
+    #[command(after_help = crate::review::AFTER_HELP)]
+    Review(crate::review::ReviewArgs),
 }
 
 #[derive(Args, Default)]
@@ -251,5 +254,6 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
         Command::Audit(args) => crate::audit::cli::run(args),
+        Command::Review(args) => crate::review::run(args),
     }
 }

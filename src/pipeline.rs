@@ -2,6 +2,7 @@
 //! The server and the offline `review` command both go through here, so they cannot disagree.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,30 @@ pub struct Admitter {
 }
 
 impl Admitter {
+    /// Assemble the pipeline from configuration. `serve` and the offline `review` both build it
+    /// here, so a review on a laptop runs exactly the mutation and policies the server runs.
+    pub fn build(
+        config: Arc<Config>,
+        policies_dir: Option<&Path>,
+        metrics: Arc<Metrics>,
+        log: DecisionLog,
+    ) -> anyhow::Result<Admitter> {
+        let policies = match policies_dir {
+            None => Arc::new(PolicyStore::empty()),
+            Some(dir) => anyhow::bail!(
+                "policy directory {} given, but this build has no policy loader",
+                dir.display()
+            ),
+        };
+        Ok(Admitter {
+            mutator: Mutator::new(&config),
+            config,
+            policies,
+            metrics,
+            log,
+        })
+    }
+
     /// Mutate or validate one decoded request and decide. No I/O beyond what mutation needs.
     pub async fn decide(&self, endpoint: Endpoint, req: &AdmissionRequest) -> Decision {
         match endpoint {
