@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// Secret data is redacted regardless)
     #[arg(long)]
     pub log_objects: bool,
+    /// Create a Kubernetes Event for each denial and warning (needs cluster access)
+    #[arg(long, env = "SANDBOX_ADMISSION_EVENTS")]
+    pub events: bool,
 }
 
 #[derive(Args)]
@@ -132,6 +135,9 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     if args.log_objects {
         config.decision_log.include_objects = true;
+    }
+    if args.events {
+        config.events.enabled = true;
     }
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::admission::{self, AdmissionRequest, DecodeError, Response};
+use crate::audit::events::Events;
 use crate::audit::{DecisionLog, DecisionRecord};
 use crate::config::Config;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
@@ -65,6 +66,8 @@ pub struct Admitter {
     pub policies: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
     pub log: DecisionLog,
+    /// Kubernetes Events for denials and warnings (a no-op handle when off).
+    pub events: Events,
 }
 
 impl Admitter {
@@ -75,6 +78,7 @@ impl Admitter {
         policies_dir: Option<&Path>,
         metrics: Arc<Metrics>,
         log: DecisionLog,
+        events: Events,
     ) -> anyhow::Result<Admitter> {
         let policies = match policies_dir {
             None => Arc::new(PolicyStore::empty()),
@@ -89,6 +93,7 @@ impl Admitter {
             policies,
             metrics,
             log,
+            events,
         })
     }
 
@@ -189,6 +194,7 @@ impl Admitter {
             latency_us,
             "review"
         );
+        self.events.observe(endpoint, req, d);
         self.log.record(record_of(
             endpoint,
             req,

@@ -1,6 +1,7 @@
 //! The decision log: one JSON line per admission decision, for cluster admins to audit.
 
 pub mod cli;
+pub mod events;
 pub mod log;
 pub mod query;
 mod report;

@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::admission::Operation;
 use crate::audit::DecisionLog;
+use crate::audit::events::Events;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{Admitter, Answer, Endpoint};
@@ -217,7 +218,8 @@ pub fn admitter(config: Option<&PathBuf>, policies: Option<&PathBuf>) -> anyhow:
         Arc::new(config),
         policies.map(PathBuf::as_path),
         metrics.clone(),
-        DecisionLog::disabled(metrics),
+        DecisionLog::disabled(metrics.clone()),
+        Events::disabled(metrics),
     )
 }
 

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::audit::DecisionLog;
+use crate::audit::events::Events;
 use crate::certs::{self, TlsFiles};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -119,12 +120,18 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
     } else {
         DecisionLog::disabled(metrics.clone())
     };
+    let events = if config.events.enabled {
+        Events::to_cluster(&config.events, metrics.clone()).await?
+    } else {
+        Events::disabled(metrics.clone())
+    };
     let config = Arc::new(config);
     let admitter = Arc::new(Admitter::build(
         config.clone(),
         policies_dir.as_deref(),
         metrics.clone(),
         log,
+        events,
     )?);
     let policies = admitter.policies.clone();
 
