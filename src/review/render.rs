@@ -3,34 +3,52 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Value, json};
 
 use super::{EndpointChoice, Outcome, ReviewArgs, ReviewOutput};
 
-/// The parts of one answer a person reads, with the patch decoded.
-fn answer_report(answer: &Value, patch: &[Value]) -> Value {
-    let r = answer.get("response").cloned().unwrap_or(Value::Null);
-    let mut out = Map::new();
-    out.insert(
-        "allowed".into(),
-        r.get("allowed").cloned().unwrap_or(json!(false)),
-    );
-    if let Some(status) = r.get("status") {
-        for key in ["code", "message"] {
-            if let Some(v) = status.get(key) {
-                out.insert(key.into(), v.clone());
-            }
-        }
+/// The parts of one answer a person reads, with the patch decoded (fields in reading order).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerReport<'a> {
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Value>,
+    #[serde(skip_serializing_if = "<[Value]>::is_empty")]
+    patch: &'a [Value],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audit_annotations: Option<&'a Value>,
+}
+
+fn answer_report<'a>(answer: &'a Value, patch: &'a [Value]) -> AnswerReport<'a> {
+    let at = |p: &str| answer.pointer(p);
+    AnswerReport {
+        allowed: at("/response/allowed") == Some(&Value::Bool(true)),
+        code: at("/response/status/code"),
+        message: at("/response/status/message"),
+        warnings: at("/response/warnings"),
+        patch,
+        audit_annotations: at("/response/auditAnnotations"),
     }
-    for key in ["warnings", "auditAnnotations"] {
-        if let Some(v) = r.get(key) {
-            out.insert(key.into(), v.clone());
-        }
-    }
-    if !patch.is_empty() {
-        out.insert("patch".into(), Value::Array(patch.to_vec()));
-    }
-    Value::Object(out)
+}
+
+/// `-o yaml`: one report per document.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<'a> {
+    object: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mutate: Option<AnswerReport<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    validate: Option<AnswerReport<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patched_object: Option<&'a Value>,
 }
 
 /// `-o json`: the server's AdmissionReview; with both endpoints, both of them.
@@ -52,18 +70,18 @@ fn json_value(o: &Outcome, args: &ReviewArgs) -> Value {
     }
 }
 
-fn yaml_value(o: &Outcome, args: &ReviewArgs) -> Value {
-    let mut v = json!({"object": o.label, "allowed": o.allowed});
-    if let Some(m) = &o.mutate {
-        v["mutate"] = answer_report(m, &o.patch);
+fn yaml_report<'a>(o: &'a Outcome, args: &ReviewArgs) -> Report<'a> {
+    Report {
+        object: &o.label,
+        allowed: o.allowed,
+        mutate: o.mutate.as_ref().map(|m| answer_report(m, &o.patch)),
+        validate: o.validate.as_ref().map(|v| answer_report(v, &[])),
+        patched_object: if args.patched {
+            Some(o.patched.as_ref().unwrap_or(&Value::Null))
+        } else {
+            None
+        },
     }
-    if let Some(a) = &o.validate {
-        v["validate"] = answer_report(a, &[]);
-    }
-    if args.patched {
-        v["patchedObject"] = o.patched.clone().unwrap_or(Value::Null);
-    }
-    v
 }
 
 fn text_answer(out: &mut String, name: &str, answer: &Value, patch: &[Value]) {
@@ -129,7 +147,7 @@ fn text(o: &Outcome, args: &ReviewArgs) -> String {
     out
 }
 
-fn to_yaml(v: &Value) -> String {
+fn to_yaml(v: &impl Serialize) -> String {
     serde_saphyr::to_string(v)
         .unwrap_or_else(|_| serde_json::to_string_pretty(v).unwrap_or_default())
 }
@@ -148,7 +166,7 @@ pub fn print(o: &Outcome, args: &ReviewArgs, separate: bool) {
             } else {
                 String::new()
             };
-            s.push_str(&to_yaml(&yaml_value(o, args)));
+            s.push_str(&to_yaml(&yaml_report(o, args)));
             s
         }
         ReviewOutput::Text => {
