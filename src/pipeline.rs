@@ -357,6 +357,50 @@ mod tests {
         assert_eq!(d.label(), "warned");
     }
 
+    /// The pipeline hands every decision to the Events handle; denials become Events.
+    #[tokio::test]
+    async fn a_recorded_denial_becomes_an_event() {
+        use crate::audit::events::{EventSink, EventsConfig, PolicyEvent};
+        use std::sync::Mutex;
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<PolicyEvent>>>);
+        impl EventSink for Sink {
+            async fn emit(&self, e: &PolicyEvent) -> Result<(), String> {
+                self.0.lock().unwrap().push(e.clone());
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let metrics = Arc::new(Metrics::new());
+        let admitter = Admitter::build(
+            Arc::new(Config::embedded().unwrap()),
+            None,
+            metrics.clone(),
+            DecisionLog::disabled(metrics.clone()),
+            Events::spawn(sink.clone(), &EventsConfig::default(), metrics.clone()),
+        )
+        .unwrap();
+        let r = req();
+        let denied = decide_validation(&r, vec![hit("a", Action::Deny, "no")]);
+        admitter.record(Endpoint::Validate, &r, &denied, Duration::ZERO);
+        let allowed = decide_validation(&r, vec![]);
+        admitter.record(Endpoint::Validate, &r, &allowed, Duration::ZERO);
+        for _ in 0..10_000 {
+            if metrics.events_sent.get() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let seen = sink.0.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].reason, "PolicyViolation");
+        assert!(
+            seen[0].note.ends_with("denied at /validate: [a] no"),
+            "{}",
+            seen[0].note
+        );
+    }
+
     #[test]
     fn mutation_denial_drops_the_patch() {
         let outcome = MutationOutcome {

@@ -186,11 +186,12 @@ fn run_inner(args: &AuditArgs) -> Result<(), String> {
             source: source.describe(),
             seen: 0,
         };
-        let read = query::read_source(source, &mut |m| reporter.report(m));
+        let read = query::read_source(source, &|r| filter.matches(r), &mut |m| reporter.report(m));
         reporter.finish();
         records.extend(read.map_err(|e| e.to_string())?);
     }
-    let mut selected = filter.select(records);
+    let mut selected = records;
+    query::newest_first(&mut selected);
     let mut out = std::io::stdout().lock();
     let text = if args.summary {
         let summary = query::summarize(&selected, args.top);

@@ -51,6 +51,7 @@ pub struct Malformed {
 /// bad line never hides the rest of a log.
 pub fn read_source(
     source: &Source,
+    keep: &dyn Fn(&DecisionRecord) -> bool,
     on_malformed: &mut dyn FnMut(Malformed),
 ) -> io::Result<Vec<DecisionRecord>> {
     let input: Box<dyn Read> = match source {
@@ -59,13 +60,15 @@ pub fn read_source(
         })?),
         Source::Stdin => Box::new(io::stdin()),
     };
-    read_records(input, &source.describe(), on_malformed)
+    read_records(input, &source.describe(), keep, on_malformed)
 }
 
-/// Read records from any reader; gzip is recognised by its magic bytes, not the file name.
+/// Read the records `keep` wants from any reader (filtering while reading keeps memory to the
+/// matches); gzip is recognised by its magic bytes, not the file name.
 pub fn read_records(
     input: impl Read,
     name: &str,
+    keep: &dyn Fn(&DecisionRecord) -> bool,
     on_malformed: &mut dyn FnMut(Malformed),
 ) -> io::Result<Vec<DecisionRecord>> {
     let mut buffered = BufReader::new(input);
@@ -98,7 +101,8 @@ pub fn read_records(
             continue;
         }
         match serde_json::from_slice::<DecisionRecord>(text) {
-            Ok(record) => records.push(record),
+            Ok(record) if keep(&record) => records.push(record),
+            Ok(_) => {}
             Err(e) => on_malformed(Malformed {
                 source: name.to_owned(),
                 line: number,
@@ -176,12 +180,11 @@ impl Filter {
             && any_or_empty(&self.endpoints, |e| r.endpoint == e)
     }
 
-    /// The matching records, newest first (ties keep log order).
-    pub fn select(&self, records: Vec<DecisionRecord>) -> Vec<DecisionRecord> {
-        let mut kept: Vec<_> = records.into_iter().filter(|r| self.matches(r)).collect();
-        kept.sort_by_key(|r| std::cmp::Reverse(r.time));
-        kept
-    }
+}
+
+/// Sort newest first; records of the same instant keep their order.
+pub fn newest_first(records: &mut [DecisionRecord]) {
+    records.sort_by_key(|r| std::cmp::Reverse(r.time));
 }
 
 /// Hits of one policy, by enforcement action.
@@ -349,7 +352,8 @@ mod tests {
         let good = r#"{"time":"2026-03-04T11:00:00Z","uid":"u","endpoint":"validate","allowed":true,"decision":"allowed"}"#;
         let text = format!("{good}\nnot json\n\n{good}\n{{\"uid\":1}}\n");
         let mut bad = Vec::new();
-        let records = read_records(text.as_bytes(), "t.log", &mut |m| bad.push(m)).unwrap();
+        let records =
+            read_records(text.as_bytes(), "t.log", &|_| true, &mut |m| bad.push(m)).unwrap();
         assert_eq!(records.len(), 2);
         let lines: Vec<usize> = bad.iter().map(|m| m.line).collect();
         assert_eq!(lines, vec![2, 5]);
@@ -367,10 +371,10 @@ mod tests {
         }
         let gz = enc.finish().unwrap();
         let mut bad = Vec::new();
-        let whole = read_records(&gz[..], "g", &mut |m| bad.push(m)).unwrap();
+        let whole = read_records(&gz[..], "g", &|_| true, &mut |m| bad.push(m)).unwrap();
         assert_eq!((whole.len(), bad.len()), (200, 0));
         let cut = &gz[..gz.len() - 12];
-        let partial = read_records(cut, "g", &mut |m| bad.push(m)).unwrap();
+        let partial = read_records(cut, "g", &|_| true, &mut |m| bad.push(m)).unwrap();
         assert!(partial.len() <= 200);
         assert_eq!(bad.len(), 1, "{bad:?}");
     }
