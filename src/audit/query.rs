@@ -179,7 +179,6 @@ impl Filter {
             && any_or_empty(&self.decisions, |d| r.decision == d)
             && any_or_empty(&self.endpoints, |e| r.endpoint == e)
     }
-
 }
 
 /// Sort newest first; records of the same instant keep their order.
