@@ -36,6 +36,12 @@ pub enum Command {
     Certs(CertsArgs),
     /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
     NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
+    /// Query and summarise the decision log: who was denied, by which policy, how often.
+    #[command(after_help = crate::audit::cli::AFTER_HELP)]
+    Audit(crate::audit::cli::AuditArgs),
+    /// Run an object or AdmissionReview through mutation and validation offline, as the server would.
+    #[command(after_help = crate::review::AFTER_HELP)]
+    Review(crate::review::ReviewArgs),
 }
 
 #[derive(Args, Default)]
@@ -71,6 +77,19 @@ pub struct ServeArgs {
     /// Never talk to a Kubernetes API server, even when a kubeconfig or in-cluster config exists
     #[arg(long, env = "SANDBOX_ADMISSION_NO_CLUSTER")]
     pub no_cluster: bool,
+    /// Also append decision records to this file, rotated by size into FILE.1.gz, FILE.2.gz, ...
+    #[arg(long, env = "SANDBOX_ADMISSION_DECISION_LOG", value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+    /// Do not write decision records to stdout
+    #[arg(long)]
+    pub no_decision_log_stdout: bool,
+    /// Include object bodies in decision records (off by default: objects can hold secrets;
+    /// Secret data is redacted regardless)
+    #[arg(long)]
+    pub log_objects: bool,
+    /// Create a Kubernetes Event for each denial and warning (needs cluster access)
+    #[arg(long, env = "SANDBOX_ADMISSION_EVENTS")]
+    pub events: bool,
     /// In a cluster: keep the CA and serving certificate in a Secret in the Service's namespace,
     /// renew them, write them into the cert dir and patch the caBundle of the webhook
     /// configurations named like the Service
@@ -128,6 +147,18 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     if let Some(f) = args.log_format {
         config.log_format = f;
+    }
+    if args.decision_log.is_some() {
+        config.decision_log.file = args.decision_log;
+    }
+    if args.no_decision_log_stdout {
+        config.decision_log.stdout = false;
+    }
+    if args.log_objects {
+        config.decision_log.include_objects = true;
+    }
+    if args.events {
+        config.events.enabled = true;
     }
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {
@@ -273,5 +304,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
         Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
+        Command::Audit(args) => crate::audit::cli::run(args),
+        Command::Review(args) => crate::review::run(args),
     }
 }

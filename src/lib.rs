@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod mutate;
 pub mod pipeline;
 pub mod policy;
+pub mod review;
 pub mod server;

@@ -16,13 +16,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::audit::DecisionLog;
+use crate::audit::events::Events;
 use crate::certs::{self, TlsFiles};
 use crate::cluster::ClusterAccess;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::mutate::Mutator;
 use crate::pipeline::Admitter;
-use crate::policy::PolicyStore;
 use health::{HealthState, Readiness};
 
 /// Where the serving certificate comes from.
@@ -122,28 +121,27 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         Ok(certs::describe_serving(&tls_files.cert, &loaded_pem.cert)),
     );
 
-    let policies = match &policies_dir {
-        None => Arc::new(PolicyStore::empty()),
-        Some(dir) => anyhow::bail!(
-            "policy directory {} given, but this build has no policy loader",
-            dir.display()
-        ),
-    };
-
     let log = if decision_log {
         DecisionLog::start(&config.decision_log, metrics.clone())
             .context("cannot open the decision log")?
     } else {
         DecisionLog::disabled(metrics.clone())
     };
+    let events = if config.events.enabled {
+        Events::to_cluster(&config.events, metrics.clone()).await?
+    } else {
+        Events::disabled(metrics.clone())
+    };
     let config = Arc::new(config);
-    let admitter = Arc::new(Admitter {
-        mutator: Mutator::new(&config, cluster),
-        config: config.clone(),
-        policies: policies.clone(),
-        metrics: metrics.clone(),
+    let admitter = Arc::new(Admitter::build(
+        config.clone(),
+        policies_dir.as_deref(),
+        cluster,
+        metrics.clone(),
         log,
-    });
+        events,
+    )?);
+    let policies = admitter.policies.clone();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Rotation: new connections get the new pair as soon as it is written (Secret update,
