@@ -345,3 +345,15 @@ fn example_networkpolicy_is_what_the_server_applies() {
     let example = object("examples", "NetworkPolicy", "sandbox-admission-default");
     assert_eq!(example, serde_json::to_value(&rendered).unwrap());
 }
+
+#[test]
+fn events_are_reported_by_the_pod_name() {
+    assert!(deployed_config().events.enabled);
+    let c = container(&deployment());
+    let env = c["env"].as_array().unwrap();
+    let pod_name = env.iter().find(|e| e["name"] == "POD_NAME").unwrap();
+    assert_eq!(
+        pod_name["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+}
