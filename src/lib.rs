@@ -6,8 +6,12 @@
 pub mod admission;
 pub mod audit;
 pub mod certs;
+pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod mutate;
 pub mod pipeline;
 pub mod policy;
+pub mod review;
+pub mod server;
