@@ -88,9 +88,8 @@ impl Admitter {
             None => PolicySource::Embedded,
             Some(dir) => PolicySource::Dir(dir.to_path_buf()),
         };
-        let policies = PolicyStore::load(&source, &config.policy, metrics.clone()).map_err(
-            |e| anyhow::anyhow!("policy set {} does not load:\n{e}", source.describe()),
-        )?;
+        let policies = PolicyStore::load(&source, &config.policy, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("policy set {} does not load:\n{e}", source.describe()))?;
         Ok(Admitter {
             mutator: Mutator::new(&config, cluster.clone()),
             cluster,
