@@ -34,6 +34,9 @@ pub enum Command {
         after_help = "Example:\n  sandbox-admission certs --service sandbox-admission --namespace sandbox-admission --out certs/"
     )]
     Certs(CertsArgs),
+    /// Policy author tools: run Rego unit tests, check a policy directory.
+    #[command(subcommand)]
+    Policy(crate::policy::cli::PolicyCommand),
     /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
     NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
     /// Query and summarise the decision log: who was denied, by which policy, how often.
@@ -303,6 +306,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
+        Command::Policy(cmd) => crate::policy::cli::run(cmd),
         Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Review(args) => crate::review::run(args),
