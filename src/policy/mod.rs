@@ -7,6 +7,7 @@
 pub mod cli;
 mod compile;
 mod eval;
+mod gatekeeper;
 mod meta;
 mod recursion;
 mod reload;
