@@ -15,6 +15,7 @@ mod schema;
 mod set;
 mod source;
 mod testing;
+mod verify;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -33,6 +34,7 @@ pub use source::{PolicySource, SourceFile};
 pub use testing::{
     CheckSummary, FileCoverage, TestOutcome, TestReport, TestResult, check, run_tests,
 };
+pub use verify::{CaseResult, VerifyReport, verify};
 
 /// Policy settings (the `policy:` section of the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -297,6 +297,19 @@ impl PolicySet {
         Ok(set)
     }
 
+    /// A copy of this set whose `data.inventory` is `inventory` (a `policy verify` case's).
+    pub(super) fn with_inventory(&self, inventory: serde_json::Value) -> Result<PolicySet, String> {
+        let mut engine = self.engine.clone();
+        engine
+            .add_data(regorus::Value::from(json!({"inventory": inventory})))
+            .map_err(|e| format!("cannot set data.inventory: {e}"))?;
+        Ok(PolicySet {
+            engine,
+            policies: self.policies.clone(),
+            origin: self.origin.clone(),
+        })
+    }
+
     /// Evaluate every policy once against an empty review. regorus resolves function names only
     /// when a call is reached, so this is what turns a misspelt builtin into a load error (and
     /// the last good set keeps serving) instead of a denial of every request.
