@@ -142,7 +142,7 @@ fn template(file: &SourceFile, doc: &Value, origin: &str) -> Result<Template, St
             "ConstraintTemplate {kind}: target {target_name:?} is not supported (only {ADMISSION_TARGET})"
         ));
     }
-    let (rego, libs) = rego_of(target, &kind.to_owned())?;
+    let (rego, libs) = rego_of(target, kind)?;
     let schema = doc
         .pointer("/spec/crd/spec/validation/openAPIV3Schema")
         .filter(|s| !s.is_null())
@@ -297,4 +297,4 @@ fn constraint(doc: &Value, kind: &str, origin: &str) -> Result<Constraint, Strin
 }
 
 #[cfg(test)]
-mod tests {}
+mod tests;
