@@ -253,3 +253,53 @@ async fn served_constraints_deny_warn_and_admit_over_https() {
     );
     server.stop().await;
 }
+
+#[test]
+fn a_reload_picks_up_changed_constraints_and_keeps_the_last_good_set() {
+    use sandbox_admission::admission::AdmissionRequest;
+    use sandbox_admission::metrics::Metrics;
+    use sandbox_admission::policy::{PolicyConfig, PolicySource, PolicyStore};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixture("template-required-runtime.yaml"),
+        dir.path().join("template.yaml"),
+    )
+    .unwrap();
+    let constraint = std::fs::read_to_string(fixture("constraint-required-runtime.yaml")).unwrap();
+    std::fs::write(dir.path().join("constraint.yaml"), &constraint).unwrap();
+    let source = PolicySource::Dir(dir.path().to_path_buf());
+    let store =
+        PolicyStore::load(&source, &PolicyConfig::default(), Arc::new(Metrics::new())).unwrap();
+    let req = AdmissionRequest::from_value(request_for(
+        &sandbox("s", "kata", "registry.example.com/a:1"),
+        "CREATE",
+        "team-a",
+    ))
+    .unwrap();
+    assert!(store.evaluate(&req, None).is_empty());
+
+    std::fs::write(
+        dir.path().join("constraint.yaml"),
+        constraint.replace("\"gvisor\", \"kata\"", "\"gvisor\""),
+    )
+    .unwrap();
+    assert_eq!(store.reload(&source).unwrap(), 1);
+    let hits = store.evaluate(&req, None);
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].policy, "sandbox-required-runtime");
+
+    // A constraint of an unknown kind is refused; the previous set keeps serving.
+    std::fs::write(
+        dir.path().join("constraint.yaml"),
+        constraint.replace("kind: K8sSandboxRequiredRuntime", "kind: K8sMissing"),
+    )
+    .unwrap();
+    let err = store.reload(&source).unwrap_err().to_string();
+    assert!(
+        err.contains("constraint.yaml#1") && err.contains("K8sMissing"),
+        "{err}"
+    );
+    assert_eq!(store.evaluate(&req, None).len(), 1);
+}
