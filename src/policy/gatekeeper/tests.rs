@@ -79,7 +79,7 @@ fn constraints_of_one_template_keep_their_own_parameters() {
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].policy, "need-b");
     assert_eq!(hits[0].message, "missing label b");
-    assert_eq!(hits[0].action, super::Action::Warn);
+    assert_eq!(hits[0].action, crate::policy::Action::Warn);
     // One constraint: its parameters are read from data directly, with the same verdict.
     let set = compile(&[
         file("t.yaml", TEMPLATE),

@@ -1,5 +1,6 @@
 //! One suite case: the object under review, the inventory, and the assertions.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use regex::Regex;
@@ -141,8 +142,8 @@ impl Case {
     /// `data.inventory` in Gatekeeper's layout (`cluster[apiVersion][kind][name]` and
     /// `namespace[ns][apiVersion][kind][name]`), and the Namespace objects by name.
     fn inventory(&self, dir: &Path) -> Result<(Value, Map<String, Value>), String> {
-        let mut cluster = Map::new();
-        let mut namespaced = Map::new();
+        let mut cluster: Objects = BTreeMap::new();
+        let mut namespaced: BTreeMap<String, Objects> = BTreeMap::new();
         let mut namespaces = Map::new();
         for rel in &self.inventory {
             let path = super::resolve(dir, rel);
@@ -166,9 +167,13 @@ impl Case {
                 let root = if ns.is_empty() {
                     &mut cluster
                 } else {
-                    entry(&mut namespaced, ns)
+                    namespaced.entry(ns.to_owned()).or_default()
                 };
-                entry(entry(root, api), kind).insert(name.to_owned(), obj.clone());
+                root.entry(api.to_owned())
+                    .or_default()
+                    .entry(kind.to_owned())
+                    .or_default()
+                    .insert(name.to_owned(), obj.clone());
             }
         }
         Ok((
@@ -178,18 +183,8 @@ impl Case {
     }
 }
 
-fn entry<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let slot = map
-        .entry(key.to_owned())
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !slot.is_object() {
-        *slot = Value::Object(Map::new());
-    }
-    match slot {
-        Value::Object(m) => m,
-        _ => unreachable!("replaced by an object just above"),
-    }
-}
+/// apiVersion → kind → name → object.
+type Objects = BTreeMap<String, BTreeMap<String, BTreeMap<String, Value>>>;
 
 fn shown(hits: &[PolicyHit]) -> String {
     if hits.is_empty() {
