@@ -35,3 +35,19 @@ fn shipped_policy_unit_tests_all_pass() {
         );
     }
 }
+
+#[test]
+fn shipped_and_configmap_policy_directories_pass_check() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["policies", "manifests/base/policies"] {
+        match sandbox_admission::policy::check(&root.join(dir)) {
+            Ok(summary) => assert!(summary.policies.len() >= 20, "{dir}: {summary:?}"),
+            Err(e) => panic!("{dir} does not load:\n{e}"),
+        }
+    }
+    let code =
+        sandbox_admission::policy::cli::run(sandbox_admission::policy::cli::PolicyCommand::Check {
+            dir: root.join("policies"),
+        });
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+}

@@ -171,6 +171,14 @@ impl Drop for KubeCluster {
 }
 
 impl ClusterAccess for KubeCluster {
+    fn readiness(&self) -> Result<String, String> {
+        if self.is_synced() {
+            Ok("RuntimeClass and Namespace caches synced".into())
+        } else {
+            Err("waiting for the RuntimeClass and Namespace watch caches to sync".into())
+        }
+    }
+
     fn runtime_class<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Lookup<RuntimeClass>> {
         let api = Api::<RuntimeClass>::all(self.client.clone());
         Box::pin(self.cached(&self.runtime_classes, api, name))

@@ -94,6 +94,11 @@ pub trait ClusterAccess: Send + Sync {
         &'a self,
         policy: &'a NetworkPolicy,
     ) -> BoxFuture<'a, Result<Ensured, ClusterError>>;
+
+    /// For `/readyz`: `Err` while the caches that admission reads from are not usable yet.
+    fn readiness(&self) -> Result<String, String> {
+        Ok("cluster access configured".into())
+    }
 }
 
 /// Cluster access for `serve`: in-cluster configuration or the local kubeconfig, or `None` (with

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
+use crate::cluster::ClusterAccess;
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 
@@ -37,6 +38,8 @@ pub struct HealthState {
     pub readiness: Arc<Readiness>,
     pub policies: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
+    /// `None`: offline, which is a valid way to run (scheduling from configuration).
+    pub cluster: Option<Arc<dyn ClusterAccess>>,
 }
 
 pub fn router(state: HealthState) -> Router {
@@ -59,6 +62,20 @@ async fn readyz(State(s): State<HealthState>) -> Response {
             }
         };
     }
+    let cluster = match &s.cluster {
+        None => {
+            Ok("offline: no cluster access, profiles' configured scheduling is used".to_string())
+        }
+        Some(c) => c.readiness(),
+    };
+    ready &= cluster.is_ok();
+    detail.insert(
+        "cluster".into(),
+        match cluster {
+            Ok(msg) => json!({"ok": true, "detail": msg}),
+            Err(msg) => json!({"ok": false, "detail": msg}),
+        },
+    );
     let policies = s.policies.status();
     ready &= policies.loaded;
     detail.insert(
@@ -86,4 +103,74 @@ async fn metrics(State(s): State<HealthState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterError, Ensured, Lookup};
+    use futures::future::BoxFuture;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use k8s_openapi::api::node::v1::RuntimeClass;
+    use tower::ServiceExt;
+
+    /// A cluster whose watch caches never sync.
+    struct Unsynced;
+
+    impl ClusterAccess for Unsynced {
+        fn runtime_class<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Lookup<RuntimeClass>> {
+            Box::pin(async { Lookup::Unavailable("not synced".into()) })
+        }
+        fn namespace<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Lookup<Namespace>> {
+            Box::pin(async { Lookup::Unavailable("not synced".into()) })
+        }
+        fn ensure_network_policy<'a>(
+            &'a self,
+            _: &'a NetworkPolicy,
+        ) -> BoxFuture<'a, Result<Ensured, ClusterError>> {
+            Box::pin(async { Err(ClusterError::Transport("not synced".into())) })
+        }
+        fn readiness(&self) -> Result<String, String> {
+            Err("waiting for caches".into())
+        }
+    }
+
+    async fn readyz(cluster: Option<Arc<dyn ClusterAccess>>) -> (StatusCode, serde_json::Value) {
+        let state = HealthState {
+            readiness: Arc::new(Readiness::default()),
+            policies: Arc::new(PolicyStore::empty()),
+            metrics: Arc::new(Metrics::new()),
+            cluster,
+        };
+        let response = router(state)
+            .oneshot(
+                axum::http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn unsynced_cluster_caches_keep_the_server_unready() {
+        let (status, body) = readyz(Some(Arc::new(Unsynced))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["ready"], false);
+        assert_eq!(body["checks"]["cluster"]["detail"], "waiting for caches");
+        let (status, body) = readyz(None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body["checks"]["cluster"]["detail"]
+                .as_str()
+                .unwrap()
+                .starts_with("offline")
+        );
+    }
 }

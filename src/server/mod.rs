@@ -180,6 +180,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         readiness: readiness.clone(),
         policies: policies.clone(),
         metrics: metrics.clone(),
+        cluster: admitter.cluster.clone(),
     });
     let mut health_shutdown = shutdown_rx.clone();
     let health_task = tokio::spawn(async move {
