@@ -11,6 +11,12 @@ pub fn parse(doc: &Value, kind: &str, origin: &str) -> Result<Constraint, String
     let name = str_at(doc, "/metadata/name")
         .filter(|n| !n.is_empty())
         .ok_or_else(|| format!("{kind} constraint has no metadata.name"))?;
+    // The name is the policy's name in denials, metrics labels and audit annotations.
+    if !super::super::meta::valid_policy_name(name) {
+        return Err(format!(
+            "{kind} {name:?}: a constraint name must be lowercase letters, digits and '-' (at most 63) to serve as a policy name"
+        ));
+    }
     let empty = Map::new();
     let spec = match doc.get("spec") {
         None | Some(Value::Null) => &empty,
