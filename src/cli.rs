@@ -34,7 +34,7 @@ pub enum Command {
         after_help = "Example:\n  sandbox-admission certs --service sandbox-admission --namespace sandbox-admission --out certs/"
     )]
     Certs(CertsArgs),
-    /// Policy author tools: run Rego unit tests, check a policy directory.
+    /// Policy author tools: run Rego unit tests, verify gator suites, check a policy directory.
     #[command(subcommand)]
     Policy(crate::policy::cli::PolicyCommand),
     /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).

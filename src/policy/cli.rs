@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use regex::Regex;
 
-use super::{TestOutcome, TestReport, check, run_tests};
+use super::{TestOutcome, TestReport, check, run_tests, verify};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -26,6 +26,14 @@ pub enum PolicyCommand {
         /// Print line coverage of each policy and library file.
         #[arg(long)]
         coverage: bool,
+    },
+    /// Run Gatekeeper `gator verify` Suite files (template, constraint, cases, assertions).
+    ///
+    /// Example: sandbox-admission policy verify tests/fixtures/gatekeeper/suite.yaml
+    Verify {
+        /// Suite files (`apiVersion: test.gatekeeper.sh/v1alpha1`, `kind: Suite`).
+        #[arg(required = true)]
+        suites: Vec<PathBuf>,
     },
     /// Load a policy directory exactly as `serve --policies DIR` would, and report problems.
     ///
@@ -65,6 +73,31 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                     eprintln!("policy set does not load:\n{err}");
                     ExitCode::from(2)
                 }
+            }
+        }
+        PolicyCommand::Verify { suites } => {
+            let report = verify(&suites);
+            for r in &report.results {
+                let _ = match &r.failure {
+                    None => writeln!(out, "PASS {}", r.name),
+                    Some(why) => {
+                        writeln!(out, "FAIL {}\n    {}", r.name, why.replace('\n', "\n    "))
+                    }
+                };
+            }
+            if report.results.is_empty() {
+                let _ = writeln!(out, "no cases found");
+            }
+            let _ = writeln!(
+                out,
+                "{} passed, {} failed",
+                report.passed(),
+                report.failed()
+            );
+            if report.failed() == 0 && report.passed() > 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         PolicyCommand::Check { dir } => match check(&dir) {

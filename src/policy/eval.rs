@@ -12,6 +12,16 @@ use super::set::{Policy, PolicySet};
 use super::{Action, PolicyHit};
 use crate::admission::AdmissionRequest;
 
+/// How a hit that stands for a failed evaluation (not a violation) begins.
+const FAILED_PREFIX: &str = "policy evaluation failed";
+const NO_VERDICT: &str = "policy produced no verdict (fail closed)";
+
+/// Is this hit's message an evaluation failure rather than a violation? (`policy verify` reports
+/// those as errors, as gator does, instead of counting them as violations.)
+pub(super) fn is_failure_message(message: &str) -> bool {
+    message.starts_with(FAILED_PREFIX) || message == NO_VERDICT
+}
+
 /// Longest evaluation-error text put in a deny message; the rest is in the log.
 const MAX_ERROR_CHARS: usize = 300;
 
@@ -87,7 +97,7 @@ fn hits_of(policy: &Policy, violations: &regorus::Value) -> Vec<PolicyHit> {
         return vec![PolicyHit {
             policy: policy.name.clone(),
             action: failure_action(policy),
-            message: "policy produced no verdict (fail closed)".into(),
+            message: NO_VERDICT.into(),
         }];
     };
     list.iter()
@@ -135,6 +145,6 @@ fn failure_hit(policy: &Policy, err: &anyhow::Error) -> PolicyHit {
     PolicyHit {
         policy: policy.name.clone(),
         action: failure_action(policy),
-        message: format!("policy evaluation failed, {outcome}: {short}"),
+        message: format!("{FAILED_PREFIX}, {outcome}: {short}"),
     }
 }

@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::Action;
+use super::gatekeeper::ConstraintMatch;
 use super::schema::Schema;
 use crate::admission::{AdmissionRequest, Operation};
 
@@ -35,6 +36,9 @@ pub struct Metadata {
     pub enforcement_action: Action,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// Set only for Gatekeeper Constraints: the rest of their `spec.match`.
+    #[serde(skip)]
+    pub constraint_match: Option<ConstraintMatch>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -117,6 +121,10 @@ impl Metadata {
         self.operations.contains(&req.operation)
             && self.kinds.iter().any(|k| k.matches(req))
             && !self.excludes_namespace(&req.namespace)
+            && self
+                .constraint_match
+                .as_ref()
+                .is_none_or(|m| m.matches(req))
     }
 
     fn excludes_namespace(&self, namespace: &str) -> bool {
@@ -151,7 +159,7 @@ pub fn valid_policy_name(name: &str) -> bool {
 }
 
 /// serde-saphyr reports positions as `line N`; pull the number out for `file:line` output.
-fn line_of_yaml_error(message: &str) -> Option<u32> {
+pub(super) fn line_of_yaml_error(message: &str) -> Option<u32> {
     let rest = &message[message.find("line ")? + 5..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()

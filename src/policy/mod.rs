@@ -7,6 +7,7 @@
 pub mod cli;
 mod compile;
 mod eval;
+mod gatekeeper;
 mod meta;
 mod recursion;
 mod reload;
@@ -14,6 +15,7 @@ mod schema;
 mod set;
 mod source;
 mod testing;
+mod verify;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ pub use source::{PolicySource, SourceFile};
 pub use testing::{
     CheckSummary, FileCoverage, TestOutcome, TestReport, TestResult, check, run_tests,
 };
+pub use verify::{CaseResult, VerifyReport, verify};
 
 /// Policy settings (the `policy:` section of the configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,15 +9,28 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::{Map, json};
 
 use super::compile::{self, Role};
+use super::gatekeeper;
 use super::meta::{FailurePolicy, Metadata};
 use super::{Action, LoadIssue, PolicyConfig, PolicyLoadError, SourceFile};
 
 /// Where each policy's parameters live in `data`; `with input.parameters as` reads them there.
-pub(super) const PARAMS_ROOT: &str = "__sandbox_admission";
+pub(in crate::policy) const PARAMS_ROOT: &str = "__sandbox_admission";
 
 /// Work units between clock reads: frequent enough to stop a runaway policy within
 /// milliseconds, rare enough that reading the clock costs nothing measurable.
 const TIMER_CHECK_INTERVAL: u32 = 64;
+
+/// A policy found while reading the set, before its name and `violation` rule are checked.
+pub(in crate::policy) struct Pending {
+    /// The module it is evaluated from (a `.rego` file, or a template's `file#document`).
+    pub path: String,
+    pub package: String,
+    pub meta: Metadata,
+    /// Where its parameters live under `data.__sandbox_admission.parameters`.
+    pub key: String,
+    /// Whether the module reads its parameters from `data` directly (no `with` needed).
+    pub direct: bool,
+}
 
 /// One policy, ready to be evaluated.
 #[derive(Debug, Clone)]
@@ -103,6 +116,7 @@ impl PolicySet {
                 }
             };
             if compile::role_of(&file.path, &package) == Role::Library {
+                packages.insert(package, file.path.clone());
                 continue;
             }
             if let Some(other) = packages.insert(package.clone(), file.path.clone()) {
@@ -127,7 +141,13 @@ impl PolicySet {
                 .get(meta_path.as_str())
                 .map_or("", |f| f.text.as_str());
             match Metadata::parse(text) {
-                Ok(meta) => pending.push((file, package, meta, key, direct.is_some())),
+                Ok(meta) => pending.push(Pending {
+                    path: file.path.clone(),
+                    package,
+                    meta,
+                    key,
+                    direct: direct.is_some(),
+                }),
                 Err((line, message)) => issues.push(LoadIssue {
                     file: meta_path,
                     line,
@@ -135,6 +155,7 @@ impl PolicySet {
                 }),
             }
         }
+        let mut gatekeeper = gatekeeper::Parsed::default();
         for file in files.iter().filter(|f| compile::is_yaml(&f.path)) {
             let base = file.path.rsplit('/').next().unwrap_or(&file.path);
             let stem = file
@@ -142,49 +163,80 @@ impl PolicySet {
                 .rsplit_once('.')
                 .map_or(file.path.as_str(), |(s, _)| s);
             let has_rego = by_path.contains_key(format!("{stem}.rego").as_str());
-            if !used_yaml.contains(&file.path) && !has_rego && !base.starts_with("kustomization.") {
+            if used_yaml.contains(&file.path) || has_rego || base.starts_with("kustomization.") {
+                continue;
+            }
+            // Not metadata: Kubernetes objects (Gatekeeper templates and constraints) or a stray.
+            let docs = match gatekeeper::documents(file) {
+                Ok(docs) => docs,
+                Err(found) => {
+                    issues.push(found);
+                    continue;
+                }
+            };
+            if !gatekeeper::holds_objects(&docs) {
                 issues.push(issue(
                     &file.path,
                     "metadata file without a policy beside it (expected a .rego of the same name)"
                         .into(),
                 ));
+                continue;
+            }
+            match gatekeeper::parse_file(file, &docs) {
+                Ok(parsed) => {
+                    gatekeeper.templates.extend(parsed.templates);
+                    gatekeeper.constraints.extend(parsed.constraints);
+                }
+                Err(found) => issues.extend(found),
             }
         }
+        let has_templates = !gatekeeper.templates.is_empty();
+        gatekeeper::load::add_all(
+            &mut engine,
+            gatekeeper,
+            &mut packages,
+            &mut pending,
+            &mut issues,
+        );
 
         let mut policies = Vec::new();
         let mut params = Map::new();
         let mut names = HashSet::new();
-        for (index, (file, package, meta, key, direct)) in pending.into_iter().enumerate() {
-            let name = meta.name.clone().unwrap_or_else(|| stem(&file.path));
+        for (index, pend) in pending.into_iter().enumerate() {
+            let Pending {
+                path,
+                package,
+                meta,
+                key,
+                direct,
+            } = pend;
+            let name = meta.name.clone().unwrap_or_else(|| stem(&path));
             if !super::meta::valid_policy_name(&name) {
-                issues.push(issue(&file.path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits and '-'; set `name` in the metadata")));
+                issues.push(issue(&path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits and '-'; set `name` in the metadata")));
                 continue;
             }
             if !names.insert(name.clone()) {
-                issues.push(issue(
-                    &file.path,
-                    format!("policy name {name:?} is used twice"),
-                ));
+                issues.push(issue(&path, format!("policy name {name:?} is used twice")));
                 continue;
             }
             if !compile::plain_package(&package) {
                 issues.push(issue(
-                    &file.path,
+                    &path,
                     format!("package {package} must be dotted identifiers"),
                 ));
                 continue;
             }
-            match engine.has_declared_rule_rooted_at(&file.path, "violation") {
+            match engine.has_declared_rule_rooted_at(&path, "violation") {
                 Ok(true) => {}
                 Ok(false) => {
                     issues.push(issue(
-                        &file.path,
+                        &path,
                         format!("{package} defines no `violation` rule"),
                     ));
                     continue;
                 }
                 Err(e) => {
-                    issues.push(compile::issue_from(&file.path, &e));
+                    issues.push(compile::issue_from(&path, &e));
                     continue;
                 }
             }
@@ -200,7 +252,7 @@ impl PolicySet {
             params.insert(key, meta.parameters.clone());
             policies.push(Policy {
                 name,
-                file: file.path.clone(),
+                file: path.clone(),
                 action: meta.enforcement_action,
                 failure: meta.failure_policy,
                 meta,
@@ -214,9 +266,12 @@ impl PolicySet {
         if !issues.is_empty() {
             return Err(PolicyLoadError { issues });
         }
-        if let Err(e) = engine.add_data(regorus::Value::from(
-            json!({PARAMS_ROOT: {"parameters": params}}),
-        )) {
+        let mut data = json!({PARAMS_ROOT: {"parameters": params}});
+        if has_templates {
+            // Gatekeeper's replicated cluster state: this webhook replicates nothing.
+            data["inventory"] = json!({});
+        }
+        if let Err(e) = engine.add_data(regorus::Value::from(data)) {
             return Err(PolicyLoadError::one(
                 origin,
                 None,
@@ -240,6 +295,19 @@ impl PolicySet {
         };
         set.probe()?;
         Ok(set)
+    }
+
+    /// A copy of this set whose `data.inventory` is `inventory` (a `policy verify` case's).
+    pub(super) fn with_inventory(&self, inventory: serde_json::Value) -> Result<PolicySet, String> {
+        let mut engine = self.engine.clone();
+        engine
+            .add_data(regorus::Value::from(json!({"inventory": inventory})))
+            .map_err(|e| format!("cannot set data.inventory: {e}"))?;
+        Ok(PolicySet {
+            engine,
+            policies: self.policies.clone(),
+            origin: self.origin.clone(),
+        })
     }
 
     /// Evaluate every policy once against an empty review. regorus resolves function names only
@@ -297,7 +365,7 @@ fn stem(path: &str) -> String {
 /// line, so error locations stay true). Any other use of `input` (bound whole, indexed,
 /// mentioned in a comment or string) keeps the module as written, evaluated with `with`.
 /// Helper libraries (`package lib…`) are never rewritten.
-fn direct_parameters(text: &str, data_ref: &str) -> Option<String> {
+pub(in crate::policy) fn direct_parameters(text: &str, data_ref: &str) -> Option<String> {
     let is_library = text.lines().any(|l| {
         let l = l.trim_start();
         l == "package lib" || l.starts_with("package lib.") || l.starts_with("package lib ")
