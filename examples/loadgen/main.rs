@@ -106,6 +106,11 @@ pub struct Args {
     serve_noop: Option<PathBuf>,
 }
 
+/// The same allocator as the server binary: this process is also the no-op responder, and the
+/// ceiling must not be lowered by a slower malloc than the server gets.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A scenario: a name, its review mix and its rate.
 struct Scenario {
     name: String,
