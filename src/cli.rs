@@ -34,6 +34,14 @@ pub enum Command {
         after_help = "Example:\n  sandbox-admission certs --service sandbox-admission --namespace sandbox-admission --out certs/"
     )]
     Certs(CertsArgs),
+    /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
+    NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
+    /// Query and summarise the decision log: who was denied, by which policy, how often.
+    #[command(after_help = crate::audit::cli::AFTER_HELP)]
+    Audit(crate::audit::cli::AuditArgs),
+    /// Run an object or AdmissionReview through mutation and validation offline, as the server would.
+    #[command(after_help = crate::review::AFTER_HELP)]
+    Review(crate::review::ReviewArgs),
 }
 
 #[derive(Args, Default)]
@@ -66,6 +74,22 @@ pub struct ServeArgs {
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Never talk to a Kubernetes API server, even when a kubeconfig or in-cluster config exists
+    #[arg(long, env = "SANDBOX_ADMISSION_NO_CLUSTER")]
+    pub no_cluster: bool,
+    /// Also append decision records to this file, rotated by size into FILE.1.gz, FILE.2.gz, ...
+    #[arg(long, env = "SANDBOX_ADMISSION_DECISION_LOG", value_name = "FILE")]
+    pub decision_log: Option<PathBuf>,
+    /// Do not write decision records to stdout
+    #[arg(long)]
+    pub no_decision_log_stdout: bool,
+    /// Include object bodies in decision records (off by default: objects can hold secrets;
+    /// Secret data is redacted regardless)
+    #[arg(long)]
+    pub log_objects: bool,
+    /// Create a Kubernetes Event for each denial and warning (needs cluster access)
+    #[arg(long, env = "SANDBOX_ADMISSION_EVENTS")]
+    pub events: bool,
 }
 
 #[derive(Args)]
@@ -107,6 +131,18 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     if let Some(f) = args.log_format {
         config.log_format = f;
+    }
+    if args.decision_log.is_some() {
+        config.decision_log.file = args.decision_log;
+    }
+    if args.no_decision_log_stdout {
+        config.decision_log.stdout = false;
+    }
+    if args.log_objects {
+        config.decision_log.include_objects = true;
+    }
+    if args.events {
+        config.events.enabled = true;
     }
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {
@@ -157,6 +193,7 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
         tls,
         policies_dir: args.policies,
         decision_log: true,
+        cluster: None,
     })
 }
 
@@ -174,12 +211,20 @@ fn init_logging(format: LogFormat) {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = serve_settings(args)?;
+    let use_cluster = !args.no_cluster;
+    let mut settings = serve_settings(args)?;
     init_logging(settings.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(server::run(settings))
+    runtime.block_on(async move {
+        if use_cluster {
+            settings.cluster = crate::cluster::connect_or_offline().await;
+        } else {
+            tracing::info!("--no-cluster: runtime scheduling and overhead come from configuration");
+        }
+        server::run(settings).await
+    })
 }
 
 fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
@@ -228,5 +273,8 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
+        Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
+        Command::Audit(args) => crate::audit::cli::run(args),
+        Command::Review(args) => crate::review::run(args),
     }
 }

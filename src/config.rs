@@ -46,6 +46,9 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     #[serde(default)]
     pub decision_log: DecisionLogConfig,
+    /// Kubernetes Events for denials and warnings.
+    #[serde(default)]
+    pub events: crate::audit::events::EventsConfig,
     #[serde(default)]
     pub mutation: MutationConfig,
     #[serde(default)]
@@ -226,6 +229,7 @@ impl Config {
                 "defaultTimeoutSeconds must be within 1..=30 (the API server's range)".into(),
             );
         }
+        self.events.validate()?;
         self.mutation.validate()?;
         self.policy.validate()?;
         Ok(())

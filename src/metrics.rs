@@ -47,6 +47,8 @@ pub struct Metrics {
     pub policies: Gauge,
     pub cert_reloads: Family<ResultLabels, Counter>,
     pub decision_log_dropped: Counter,
+    pub events_sent: Counter,
+    pub events_dropped: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -74,6 +76,8 @@ impl Metrics {
         let policies = Gauge::default();
         let cert_reloads = Family::<ResultLabels, Counter>::default();
         let decision_log_dropped = Counter::default();
+        let events_sent = Counter::default();
+        let events_dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "requests",
             "Admission reviews answered, by endpoint, kind, operation and decision",
@@ -119,6 +123,16 @@ impl Metrics {
             "Decision records dropped because the log writer fell behind",
             decision_log_dropped.clone(),
         );
+        registry.register(
+            "events_sent",
+            "Kubernetes Events created for denials and warnings",
+            events_sent.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Kubernetes Events not created, by reason (queue_full, rate_limited, api_error)",
+            events_dropped.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -130,6 +144,8 @@ impl Metrics {
             policies,
             cert_reloads,
             decision_log_dropped,
+            events_sent,
+            events_dropped,
         }
     }
 
@@ -143,6 +159,14 @@ impl Metrics {
 
     pub fn reject(&self, reason: &str) {
         self.rejected_input
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn event_dropped(&self, reason: &str) {
+        self.events_dropped
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
             })

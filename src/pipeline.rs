@@ -2,13 +2,16 @@
 //! The server and the offline `review` command both go through here, so they cannot disagree.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
 use crate::admission::{self, AdmissionRequest, DecodeError, Response};
+use crate::audit::events::Events;
 use crate::audit::{DecisionLog, DecisionRecord};
+use crate::cluster::{ClusterAccess, namespace_object};
 use crate::config::Config;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
 use crate::mutate::{MutationOutcome, Mutator};
@@ -64,15 +67,54 @@ pub struct Admitter {
     pub policies: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
     pub log: DecisionLog,
+    /// Kubernetes Events for denials and warnings (a no-op handle when off).
+    pub events: Events,
+    /// Cluster access, when there is some: the Namespace for `input.review.namespaceObject`.
+    pub cluster: Option<Arc<dyn ClusterAccess>>,
 }
 
 impl Admitter {
+    /// Assemble the pipeline from configuration. `serve` and the offline `review` both build it
+    /// here, so a review on a laptop runs exactly the mutation and policies the server runs.
+    pub fn build(
+        config: Arc<Config>,
+        policies_dir: Option<&Path>,
+        cluster: Option<Arc<dyn ClusterAccess>>,
+        metrics: Arc<Metrics>,
+        log: DecisionLog,
+        events: Events,
+    ) -> anyhow::Result<Admitter> {
+        let policies = match policies_dir {
+            None => Arc::new(PolicyStore::empty()),
+            Some(dir) => anyhow::bail!(
+                "policy directory {} given, but this build has no policy loader",
+                dir.display()
+            ),
+        };
+        Ok(Admitter {
+            mutator: Mutator::new(&config, cluster.clone()),
+            cluster,
+            config,
+            policies,
+            metrics,
+            log,
+            events,
+        })
+    }
+
     /// Mutate or validate one decoded request and decide. No I/O beyond what mutation needs.
     pub async fn decide(&self, endpoint: Endpoint, req: &AdmissionRequest) -> Decision {
         match endpoint {
             Endpoint::Mutate => decide_mutation(req, self.mutator.mutate(req).await),
             Endpoint::Validate => {
-                let hits = self.policies.evaluate(req, None);
+                // Gatekeeper gives policies the request's Namespace; so do we, when we can see it.
+                let namespace = match (&self.cluster, req.namespace.is_empty()) {
+                    (Some(cluster), false) => {
+                        namespace_object(cluster.as_ref(), &req.namespace).await
+                    }
+                    _ => None,
+                };
+                let hits = self.policies.evaluate(req, namespace.as_ref());
                 decide_validation(req, hits)
             }
         }
@@ -166,6 +208,7 @@ impl Admitter {
             latency_us,
             "review"
         );
+        self.events.observe(endpoint, req, d);
         self.log.record(record_of(
             endpoint,
             req,
@@ -204,7 +247,7 @@ pub fn record_of(
         mutations: d.mutations.clone(),
         latency_us,
         object: if include_object {
-            req.object().cloned()
+            crate::audit::loggable_object(req)
         } else {
             None
         },
@@ -326,6 +369,51 @@ mod tests {
         let d = decide_validation(&req(), vec![hit("c", Action::Warn, "careful")]);
         assert!(d.response.allowed);
         assert_eq!(d.label(), "warned");
+    }
+
+    /// The pipeline hands every decision to the Events handle; denials become Events.
+    #[tokio::test]
+    async fn a_recorded_denial_becomes_an_event() {
+        use crate::audit::events::{EventSink, EventsConfig, PolicyEvent};
+        use std::sync::Mutex;
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<PolicyEvent>>>);
+        impl EventSink for Sink {
+            async fn emit(&self, e: &PolicyEvent) -> Result<(), String> {
+                self.0.lock().unwrap().push(e.clone());
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let metrics = Arc::new(Metrics::new());
+        let admitter = Admitter::build(
+            Arc::new(Config::embedded().unwrap()),
+            None,
+            None,
+            metrics.clone(),
+            DecisionLog::disabled(metrics.clone()),
+            Events::spawn(sink.clone(), &EventsConfig::default(), metrics.clone()),
+        )
+        .unwrap();
+        let r = req();
+        let denied = decide_validation(&r, vec![hit("a", Action::Deny, "no")]);
+        admitter.record(Endpoint::Validate, &r, &denied, Duration::ZERO);
+        let allowed = decide_validation(&r, vec![]);
+        admitter.record(Endpoint::Validate, &r, &allowed, Duration::ZERO);
+        for _ in 0..10_000 {
+            if metrics.events_sent.get() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let seen = sink.0.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].reason, "PolicyViolation");
+        assert!(
+            seen[0].note.ends_with("denied at /validate: [a] no"),
+            "{}",
+            seen[0].note
+        );
     }
 
     #[test]

@@ -1,26 +1,37 @@
-//! Pod mutation (`/mutate`): puts Sandbox pods into their isolation runtime and hardens them.
+//! Pod mutation (`/mutate`): puts Sandbox pods into their isolation runtime, hardens them,
+//! labels them for their network profile and for the controller's bookkeeping.
 //!
-//! Filled in by the mutation work (runtime profiles, hardening, network profile, bookkeeping).
-//! Until then every pod passes unchanged, which is the documented behaviour of a webhook with
-//! mutation switched off.
+//! The pod is edited as the raw JSON the API server sent and the answer is the diff, so fields
+//! this crate does not model survive. Every step only adds what is missing, so running the
+//! mutation on its own output yields an empty patch (safe with `reinvocationPolicy: IfNeeded`).
+
+mod bookkeeping;
+pub mod cli;
+mod config;
+mod hardening;
+pub mod labels;
+pub mod network;
+mod patch;
+mod runtime;
+pub mod sandbox_pod;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
+use serde_json::Value;
 
-use crate::admission::AdmissionRequest;
+use crate::admission::{AdmissionRequest, Operation};
+use crate::cluster::{ClusterAccess, Ensured, Lookup};
 use crate::config::Config;
 
-/// Mutation settings (the `mutation:` section of the configuration).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MutationConfig {}
+pub use config::{HardeningConfig, MutationConfig, NetworkProfile, OnFailure, RuntimeProfile};
+pub use patch::Refusal;
 
-impl MutationConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
+use bookkeeping::Bookkeeping;
+use runtime::{Placement, Source};
 
 /// What mutation decided for one request.
 #[derive(Debug, Clone, Default)]
@@ -35,14 +46,273 @@ pub struct MutationOutcome {
     pub audit_annotations: BTreeMap<String, String>,
 }
 
-pub struct Mutator {}
+pub struct Mutator {
+    config: MutationConfig,
+    prefix: String,
+    cluster: Option<Arc<dyn ClusterAccess>>,
+}
 
 impl Mutator {
-    pub fn new(_config: &Config) -> Self {
-        Mutator {}
+    /// `cluster` is `None` offline (`review`, no kubeconfig): RuntimeClass scheduling and overhead
+    /// then come from the configured profiles and no NetworkPolicy is applied.
+    pub fn new(config: &Config, cluster: Option<Arc<dyn ClusterAccess>>) -> Self {
+        if config.mutation.enabled && cluster.is_none() {
+            tracing::info!(
+                "mutation without cluster access: RuntimeClass scheduling and overhead come from the configured runtime profiles, and NetworkPolicies are not applied (render them with `network-policies`)"
+            );
+        }
+        Mutator {
+            config: config.mutation.clone(),
+            prefix: config.label_prefix.clone(),
+            cluster,
+        }
     }
 
-    pub async fn mutate(&self, _req: &AdmissionRequest) -> MutationOutcome {
-        MutationOutcome::default()
+    pub async fn mutate(&self, req: &AdmissionRequest) -> MutationOutcome {
+        let is_pod_create = req.kind.group.is_empty()
+            && req.kind.kind == "Pod"
+            && req.operation == Operation::Create
+            && req.sub_resource.is_none();
+        if !self.config.enabled || !is_pod_create {
+            return MutationOutcome::default();
+        }
+        match self.mutate_pod(req).await {
+            Ok(outcome) => outcome,
+            Err(Refusal(message)) => MutationOutcome {
+                denial: Some(format!("[mutation] {message}")),
+                ..Default::default()
+            },
+        }
+    }
+
+    async fn mutate_pod(&self, req: &AdmissionRequest) -> Result<MutationOutcome, Refusal> {
+        let object = req
+            .object()
+            .ok_or_else(|| Refusal::new("CREATE Pod request carries no object"))?;
+        let pod = Pod::deserialize(object)
+            .map_err(|e| Refusal::new(format!("the pod cannot be read as a v1 Pod: {e}")))?;
+        let Some(identity) = sandbox_pod::identify(&pod) else {
+            return Ok(MutationOutcome::default());
+        };
+        let namespace = if req.namespace.is_empty() {
+            pod.metadata.namespace.clone().unwrap_or_default()
+        } else {
+            req.namespace.clone()
+        };
+
+        let runtime_key = format!("{}runtime", self.prefix);
+        let network_key = network::profile_label_key(&self.prefix);
+        let annotation = |key: &str| {
+            pod.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .map(String::as_str)
+        };
+        let (runtime_annotation, network_annotation) =
+            (annotation(&runtime_key), annotation(&network_key));
+        let ns_labels = if runtime_annotation.is_none() || network_annotation.is_none() {
+            self.namespace_labels(&namespace).await?
+        } else {
+            BTreeMap::new()
+        };
+        let ns_label = |key: &str| ns_labels.get(key).map(String::as_str);
+
+        let mut out = MutationOutcome::default();
+        let mut mutated = object.clone();
+
+        let (runtime_name, profile, source) = runtime::choose(
+            "runtime",
+            &runtime_key,
+            runtime_annotation,
+            ns_label(&runtime_key),
+            &self.config.default_runtime,
+            &self.config.runtimes,
+        )?;
+        let runtime_label = self
+            .set_runtime(
+                &pod,
+                &mut mutated,
+                (runtime_name, profile, source),
+                &mut out,
+            )
+            .await?;
+
+        hardening::harden(
+            patch::spec(&mut mutated)?,
+            &self.config.hardening,
+            &mut out.mutations,
+            &mut out.warnings,
+        )?;
+
+        let (network_name, network_profile, _) = runtime::choose(
+            "network",
+            &network_key,
+            network_annotation,
+            ns_label(&network_key),
+            &self.config.default_network_profile,
+            &self.config.network_profiles,
+        )?;
+        bookkeeping::record(
+            &mut mutated,
+            &Bookkeeping {
+                prefix: &self.prefix,
+                identity: &identity,
+                runtime_profile: runtime_label,
+                network_profile: network_name,
+                idle_timeout: &self.config.idle_timeout,
+                now: Utc::now(),
+            },
+            &mut out.mutations,
+        )?;
+        patch::prune_created_empty(object, &mut mutated);
+
+        out.audit_annotations
+            .insert("runtime".into(), runtime_label.unwrap_or("none").into());
+        out.audit_annotations
+            .insert("network-profile".into(), network_name.into());
+
+        // Last, so that a pod refused for any other reason causes no side effect.
+        self.ensure_network_policy(req, &namespace, network_name, network_profile, &mut out)
+            .await?;
+        out.patch = patch::diff(object, &mutated);
+        Ok(out)
+    }
+
+    /// Labels of the pod's namespace; empty without cluster access or when it does not exist.
+    async fn namespace_labels(&self, namespace: &str) -> Result<BTreeMap<String, String>, Refusal> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(BTreeMap::new());
+        };
+        if namespace.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        match cluster.namespace(namespace).await {
+            Lookup::Found(ns) => Ok(ns.metadata.labels.clone().unwrap_or_default()),
+            Lookup::Missing => Ok(BTreeMap::new()),
+            Lookup::Unavailable(reason) => Err(Refusal::new(format!(
+                "cannot read namespace {namespace:?} to choose the runtime and network profiles: {reason}; retry shortly"
+            ))),
+        }
+    }
+
+    /// Put the pod under the chosen profile's RuntimeClass. Returns the profile the pod now runs
+    /// under, if any (for its label).
+    async fn set_runtime<'a>(
+        &'a self,
+        pod: &Pod,
+        mutated: &mut Value,
+        (name, profile, source): (&'a str, &'a RuntimeProfile, Source),
+        out: &mut MutationOutcome,
+    ) -> Result<Option<&'a str>, Refusal> {
+        let class = profile.runtime_class_name.as_str();
+        let existing = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.runtime_class_name.as_deref())
+            .filter(|c| !c.is_empty());
+        if let Some(existing) = existing {
+            // Never replaced: validation decides whether the pod's own class is allowed.
+            out.audit_annotations
+                .insert("runtime-class".into(), existing.into());
+            if existing == class {
+                return Ok(Some(name));
+            }
+            if source != Source::Default {
+                out.warnings.push(format!(
+                    "kept runtimeClassName {existing}; {source} asked for runtime {name} ({class})"
+                ));
+            }
+            return Ok(self
+                .config
+                .runtimes
+                .iter()
+                .find(|(_, p)| p.runtime_class_name == existing)
+                .map(|(n, _)| n.as_str()));
+        }
+
+        let placement = match &self.cluster {
+            None => Placement::from_profile(profile),
+            Some(cluster) => match cluster.runtime_class(class).await {
+                Lookup::Found(rc) => Placement::from_class(&rc),
+                Lookup::Missing => {
+                    let handler = profile
+                        .handler
+                        .as_deref()
+                        .map(|h| format!(" with handler {h}"))
+                        .unwrap_or_default();
+                    match self.config.on_missing_runtime_class {
+                        OnFailure::Deny => {
+                            return Err(Refusal::new(format!(
+                                "runtime profile {name} needs RuntimeClass {class:?}, which does not exist in this cluster, so the pod could never start. Create RuntimeClass {class}{handler} on nodes that have the runtime, choose another profile with the pod annotation {}runtime, or set mutation.onMissingRuntimeClass: warn",
+                                self.prefix
+                            )));
+                        }
+                        OnFailure::Warn => {
+                            out.warnings.push(format!(
+                                "RuntimeClass {class} (runtime {name}) does not exist: runtime not set"
+                            ));
+                            return Ok(None);
+                        }
+                    }
+                }
+                Lookup::Unavailable(reason) => {
+                    return Err(Refusal::new(format!(
+                        "cannot check RuntimeClass {class:?} for runtime profile {name}: {reason}; retry shortly"
+                    )));
+                }
+            },
+        };
+        let spec = patch::spec(mutated)?;
+        spec.insert("runtimeClassName".into(), Value::String(class.to_owned()));
+        out.mutations.push(format!("runtimeClassName={class}"));
+        runtime::apply_placement(spec, &placement, class, &mut out.mutations)?;
+        out.audit_annotations
+            .insert("runtime-class".into(), class.into());
+        Ok(Some(name))
+    }
+
+    async fn ensure_network_policy(
+        &self,
+        req: &AdmissionRequest,
+        namespace: &str,
+        name: &str,
+        profile: &NetworkProfile,
+        out: &mut MutationOutcome,
+    ) -> Result<(), Refusal> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        if !self.config.manage_network_policies || req.dry_run {
+            return Ok(());
+        }
+        if namespace.is_empty() {
+            return Err(Refusal::new(
+                "the pod names no namespace, so its NetworkPolicy cannot be placed",
+            ));
+        }
+        let policy = network::network_policy(&self.prefix, name, profile, namespace);
+        let policy_name = profile.policy_name(name);
+        match cluster.ensure_network_policy(&policy).await {
+            Ok(Ensured::Applied) => {
+                out.mutations
+                    .push(format!("applied NetworkPolicy {namespace}/{policy_name}"));
+                Ok(())
+            }
+            Ok(Ensured::Cached) => Ok(()),
+            Err(err) => match self.config.on_network_policy_failure {
+                OnFailure::Deny => Err(Refusal::new(format!(
+                    "could not apply NetworkPolicy {namespace}/{policy_name} for network profile {name}: {err}. The webhook's ServiceAccount needs get, create and patch on networkpolicies.networking.k8s.io; or set mutation.onNetworkPolicyFailure: warn"
+                ))),
+                OnFailure::Warn => {
+                    out.warnings
+                        .push(format!("NetworkPolicy {policy_name} not applied: {err}"));
+                    Ok(())
+                }
+            },
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -16,12 +16,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::audit::DecisionLog;
+use crate::audit::events::Events;
 use crate::certs::{self, TlsFiles};
+use crate::cluster::ClusterAccess;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::mutate::Mutator;
 use crate::pipeline::Admitter;
-use crate::policy::PolicyStore;
 use health::{HealthState, Readiness};
 
 /// Where the serving certificate comes from.
@@ -41,6 +41,9 @@ pub struct ServeSettings {
     pub policies_dir: Option<PathBuf>,
     /// Write decision records (off in tests that do not read them).
     pub decision_log: bool,
+    /// The API server, for RuntimeClass and Namespace lookups and NetworkPolicy apply; `None`
+    /// runs mutation offline (see [`crate::cluster::connect_or_offline`]).
+    pub cluster: Option<Arc<dyn ClusterAccess>>,
 }
 
 /// A started server. Dropping it does not stop it; call [`Running::shutdown`].
@@ -86,6 +89,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         tls,
         policies_dir,
         decision_log,
+        cluster,
     } = settings;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -115,28 +119,27 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         Ok(format!("serving certificate {}", tls_files.cert.display())),
     );
 
-    let policies = match &policies_dir {
-        None => Arc::new(PolicyStore::empty()),
-        Some(dir) => anyhow::bail!(
-            "policy directory {} given, but this build has no policy loader",
-            dir.display()
-        ),
-    };
-
     let log = if decision_log {
         DecisionLog::start(&config.decision_log, metrics.clone())
             .context("cannot open the decision log")?
     } else {
         DecisionLog::disabled(metrics.clone())
     };
+    let events = if config.events.enabled {
+        Events::to_cluster(&config.events, metrics.clone()).await?
+    } else {
+        Events::disabled(metrics.clone())
+    };
     let config = Arc::new(config);
-    let admitter = Arc::new(Admitter {
-        mutator: Mutator::new(&config),
-        config: config.clone(),
-        policies: policies.clone(),
-        metrics: metrics.clone(),
+    let admitter = Arc::new(Admitter::build(
+        config.clone(),
+        policies_dir.as_deref(),
+        cluster,
+        metrics.clone(),
         log,
-    });
+        events,
+    )?);
+    let policies = admitter.policies.clone();
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let health_listener = TcpListener::bind(config.health_listen)

@@ -72,6 +72,7 @@ impl TestServer {
             },
             policies_dir,
             decision_log: true,
+            cluster: None,
         })
         .await
         .expect("server starts");

@@ -1,0 +1,135 @@
+//! Editing the raw pod JSON in place, and turning the edit into an RFC 6902 patch.
+//!
+//! Edits go to a copy of the object exactly as the API server sent it, and the patch is the diff
+//! of the two: fields this crate does not model survive untouched, and `json_patch` escapes
+//! `/` and `~` in keys (`~1`, `~0`) and adds missing parent maps for us.
+
+use serde_json::{Map, Value};
+
+/// A pod the webhook must refuse, with the reason shown to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal(pub String);
+
+impl Refusal {
+    pub fn new(message: impl Into<String>) -> Self {
+        Refusal(message.into())
+    }
+}
+
+/// The map at `key` inside `parent`, created when absent or null. `path` names it in errors.
+pub fn child_map<'a>(
+    parent: &'a mut Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a mut Map<String, Value>, Refusal> {
+    let slot = parent
+        .entry(key.to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if slot.is_null() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut()
+        .ok_or_else(|| Refusal::new(format!("pod field {path} is not an object")))
+}
+
+/// The root object of the pod.
+pub fn root(pod: &mut Value) -> Result<&mut Map<String, Value>, Refusal> {
+    pod.as_object_mut()
+        .ok_or_else(|| Refusal::new("the pod is not a JSON object"))
+}
+
+/// `metadata.labels` or `metadata.annotations`, created when absent.
+pub fn metadata_map<'a>(
+    pod: &'a mut Value,
+    which: &str,
+) -> Result<&'a mut Map<String, Value>, Refusal> {
+    let metadata = child_map(root(pod)?, "metadata", "metadata")?;
+    child_map(metadata, which, &format!("metadata.{which}"))
+}
+
+/// `spec`, which every pod has.
+pub fn spec(pod: &mut Value) -> Result<&mut Map<String, Value>, Refusal> {
+    root(pod)?
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| Refusal::new("the pod has no spec object"))
+}
+
+/// Set a string entry, reporting whether it changed.
+pub fn set_string(map: &mut Map<String, Value>, key: &str, value: &str) -> bool {
+    if map.get(key).and_then(Value::as_str) == Some(value) {
+        return false;
+    }
+    map.insert(key.to_owned(), Value::String(value.to_owned()));
+    true
+}
+
+/// Remove an entry, reporting whether it was there. An emptied map is removed by the caller's diff
+/// only if it was created by us; an existing empty map stays (the diff keeps it as it was).
+pub fn remove(map: &mut Map<String, Value>, key: &str) -> bool {
+    map.remove(key).is_some()
+}
+
+/// Drop maps that this edit created empty (`labels: {}` where there were none), so that running
+/// the mutation on its own output does not differ by a spurious empty map.
+pub fn prune_created_empty(original: &Value, mutated: &mut Value) {
+    let Some(meta) = mutated.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for which in ["labels", "annotations"] {
+        let was_there = original.pointer(&format!("/metadata/{which}")).is_some();
+        let empty = meta
+            .get(which)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty);
+        if empty && !was_there {
+            meta.remove(which);
+        }
+    }
+}
+
+/// The RFC 6902 operations turning `original` into `mutated`.
+pub fn diff(original: &Value, mutated: &Value) -> Vec<json_patch::PatchOperation> {
+    json_patch::diff(original, mutated).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_with_slash_and_tilde_are_escaped_and_apply() {
+        let original = json!({"metadata": {"name": "p"}, "spec": {}});
+        let mut mutated = original.clone();
+        let labels = metadata_map(&mut mutated, "labels").unwrap();
+        set_string(labels, "example.io/a~b", "v");
+        let ops = diff(&original, &mutated);
+        let text = serde_json::to_string(&ops).unwrap();
+        assert!(
+            text.contains("/metadata/labels") || text.contains("example.io~1a~0b"),
+            "{text}"
+        );
+        let mut doc = original.clone();
+        json_patch::patch(&mut doc, &ops).unwrap();
+        assert_eq!(doc["metadata"]["labels"]["example.io/a~b"], "v");
+
+        // Adding to an existing map addresses the key itself, escaped.
+        let mut again = doc.clone();
+        set_string(metadata_map(&mut again, "labels").unwrap(), "x/y~z", "w");
+        let ops = diff(&doc, &again);
+        let text = serde_json::to_string(&ops).unwrap();
+        assert!(text.contains("/metadata/labels/x~1y~0z"), "{text}");
+        json_patch::patch(&mut doc, &ops).unwrap();
+        assert_eq!(doc, again);
+    }
+
+    #[test]
+    fn wrong_shapes_are_refusals() {
+        let mut pod = json!({"metadata": {"labels": "nope"}});
+        assert!(metadata_map(&mut pod, "labels").is_err());
+        let mut pod = json!({"metadata": {"labels": null}});
+        assert!(metadata_map(&mut pod, "labels").is_ok());
+        assert!(spec(&mut json!({})).is_err());
+    }
+}

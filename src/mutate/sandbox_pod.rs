@@ -1,0 +1,112 @@
+//! Which pods are Sandbox pods, and which Sandbox they belong to.
+//!
+//! The upstream controller creates one pod per Sandbox, named after it, with a controller
+//! ownerReference to the Sandbox and the `sandbox-name-hash` label. Either mark is enough: a pod
+//! that carries the label without the reference (adopted, or created by hand) is still treated as
+//! a sandbox, so it cannot escape isolation by dropping one of the two.
+
+use k8s_openapi::api::core::v1::Pod;
+
+use super::labels::name_hash;
+
+pub const SANDBOX_GROUP: &str = "agents.x-k8s.io";
+pub const SANDBOX_VERSIONS: [&str; 2] = ["v1alpha1", "v1beta1"];
+pub const NAME_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-name-hash";
+pub const WARM_POOL_LABEL: &str = "agents.x-k8s.io/warm-pool-sandbox";
+pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
+
+/// What is known about the Sandbox behind a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxIdentity {
+    /// From the ownerReference, or the pod name when it hashes to the label.
+    pub name: Option<String>,
+    pub uid: Option<String>,
+    /// The upstream warm-pool label (hash of the pool name): the pod waits in a pool.
+    pub warm_pool: Option<String>,
+    /// The upstream claim label: the pod serves a SandboxClaim.
+    pub claim_uid: Option<String>,
+}
+
+/// The Sandbox identity of `pod`, or `None` when it is not a Sandbox pod.
+pub fn identify(pod: &Pod) -> Option<SandboxIdentity> {
+    let meta = &pod.metadata;
+    let owner = meta.owner_references.iter().flatten().find(|r| {
+        r.controller == Some(true)
+            && r.kind == "Sandbox"
+            && r.api_version
+                .split_once('/')
+                .is_some_and(|(g, v)| g == SANDBOX_GROUP && SANDBOX_VERSIONS.contains(&v))
+    });
+    let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).cloned();
+    let hash = label(NAME_HASH_LABEL);
+    let (name, uid) = match (owner, &hash) {
+        (Some(owner), _) => (Some(owner.name.clone()), Some(owner.uid.clone())),
+        (None, Some(hash)) => {
+            let name = meta.name.clone().filter(|n| name_hash(n) == *hash);
+            (name, None)
+        }
+        (None, None) => return None,
+    };
+    Some(SandboxIdentity {
+        name: name.filter(|n| !n.is_empty()),
+        uid: uid.filter(|u| !u.is_empty()),
+        warm_pool: label(WARM_POOL_LABEL).filter(|v| !v.is_empty()),
+        claim_uid: label(CLAIM_UID_LABEL).filter(|v| !v.is_empty()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn owner(api_version: &str, kind: &str, controller: bool) -> serde_json::Value {
+        json!({"apiVersion": api_version, "kind": kind, "name": "sb", "uid": "u-1", "controller": controller})
+    }
+
+    #[test]
+    fn owner_reference_in_either_version() {
+        for v in ["agents.x-k8s.io/v1alpha1", "agents.x-k8s.io/v1beta1"] {
+            let p = pod(
+                json!({"metadata": {"name": "sb", "ownerReferences": [owner(v, "Sandbox", true)]}}),
+            );
+            let id = identify(&p).unwrap();
+            assert_eq!(id.name.as_deref(), Some("sb"));
+            assert_eq!(id.uid.as_deref(), Some("u-1"));
+        }
+    }
+
+    #[test]
+    fn other_owners_are_not_sandboxes() {
+        for r in [
+            owner("agents.x-k8s.io/v1beta1", "Sandbox", false),
+            owner("agents.x-k8s.io/v2", "Sandbox", true),
+            owner("example.com/v1beta1", "Sandbox", true),
+            owner("apps/v1", "ReplicaSet", true),
+        ] {
+            let p = pod(json!({"metadata": {"name": "sb", "ownerReferences": [r]}}));
+            assert_eq!(identify(&p), None);
+        }
+        assert_eq!(identify(&pod(json!({"metadata": {"name": "x"}}))), None);
+    }
+
+    #[test]
+    fn hash_label_alone_recognises_and_names_when_it_matches() {
+        let p = pod(
+            json!({"metadata": {"name": "my-box", "labels": {NAME_HASH_LABEL: name_hash("my-box"),
+            WARM_POOL_LABEL: "abcd1234", CLAIM_UID_LABEL: "c-1"}}}),
+        );
+        let id = identify(&p).unwrap();
+        assert_eq!(id.name.as_deref(), Some("my-box"));
+        assert_eq!(id.uid, None);
+        assert_eq!(id.warm_pool.as_deref(), Some("abcd1234"));
+        assert_eq!(id.claim_uid.as_deref(), Some("c-1"));
+        let p =
+            pod(json!({"metadata": {"name": "other", "labels": {NAME_HASH_LABEL: "00000000"}}}));
+        assert_eq!(identify(&p).unwrap().name, None);
+    }
+}
