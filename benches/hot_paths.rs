@@ -49,6 +49,7 @@ fn fixture() -> Fixture {
             },
             policies_dir: None,
             decision_log: false,
+            cluster: None,
         }))
         .expect("server starts");
     let w = workload::Workload::from_fixtures(&workload::default_fixtures());

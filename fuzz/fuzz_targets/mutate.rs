@@ -39,6 +39,7 @@ fn harness() -> &'static Harness {
                 },
                 policies_dir: None,
                 decision_log: false,
+                cluster: None,
             }))
             .unwrap();
         let admitter = running.admitter.clone();
@@ -54,11 +55,15 @@ fn harness() -> &'static Harness {
 fuzz_target!(|data: &[u8]| {
     let h = harness();
     let decoded = admission::decode(data);
-    let answer = h
-        .rt
-        .block_on(h.admitter.handle(Endpoint::Mutate, data, Duration::from_secs(5)));
+    let answer = h.rt.block_on(
+        h.admitter
+            .handle(Endpoint::Mutate, data, Duration::from_secs(5)),
+    );
     let Answer::Review(bytes) = answer else {
-        assert!(decoded.is_err(), "a decodable review was refused with HTTP 400");
+        assert!(
+            decoded.is_err(),
+            "a decodable review was refused with HTTP 400"
+        );
         return;
     };
     let wire: serde_json::Value = serde_json::from_slice(&bytes).unwrap();

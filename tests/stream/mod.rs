@@ -89,7 +89,7 @@ pub async fn post(
         .expect("request builds");
     let resp = match sender.send_request(req).await {
         Ok(r) => r,
-        Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() => {
+        Err(e) if e.is_canceled() || e.is_closed() || e.is_incomplete_message() || reset(&e) => {
             return Outcome::NotAccepted(e.to_string());
         }
         Err(e) => return Outcome::Failed(format!("send: {e}")),
@@ -107,6 +107,25 @@ pub async fn post(
         return Outcome::Failed(format!("answer does not echo uid {uid}: {json}"));
     }
     Outcome::Answered(json)
+}
+
+/// The peer reset or closed the connection under our write: whether the server had read the
+/// request is settled by comparing answers with the server's own count of decided reviews.
+fn reset(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Totals of one stream worker.
