@@ -156,11 +156,21 @@ fn classify(target: &Target, item: &Item, answer: &Value, stats: &mut Stats) -> 
 }
 
 /// Run one load against `target`; returns the merged statistics of the measured window.
+///
+/// `pid` is the responder's process: its CPU time (and ours) over the measured window is
+/// recorded, a figure that other load on a shared machine disturbs far less than throughput.
 pub async fn run(
     target: &Target,
     items: Arc<Vec<Item>>,
     s: &LoadSettings,
+    pid: Option<u32>,
 ) -> anyhow::Result<Stats> {
+    let cpu = move || {
+        (
+            pid.and_then(|p| crate::spawn::cpu_time(&p.to_string())),
+            crate::spawn::cpu_time("self"),
+        )
+    };
     let mut senders = Vec::new();
     for _ in 0..s.connections {
         senders.push(open(target, s.h2).await?);
@@ -171,6 +181,10 @@ pub async fn run(
     let end = measure_from + s.duration;
     let ticket = Arc::new(AtomicU64::new(0));
     let measured = Arc::new(AtomicU64::new(0));
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from).await;
+        cpu()
+    });
     let mut tasks = Vec::new();
     for (c, sender) in senders.into_iter().enumerate() {
         for k in 0..per_conn {
@@ -226,5 +240,10 @@ pub async fn run(
     }
     // Tasks stop starting requests at `end` and finish the one in flight.
     total.elapsed = Instant::now().saturating_duration_since(measure_from);
+    let (server0, client0) = cpu_at_start.await?;
+    let (server1, client1) = cpu();
+    let diff = |a: Option<Duration>, b: Option<Duration>| Some(b?.saturating_sub(a?));
+    total.server_cpu = diff(server0, server1);
+    total.client_cpu = diff(client0, client1);
     Ok(total)
 }

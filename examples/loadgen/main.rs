@@ -289,10 +289,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         };
         let mut ours_stats = stats::Stats::new();
         let mut noop_stats = noop.as_ref().map(|_| stats::Stats::new());
+        let noop_pid = noop.as_ref().map(|(s, _)| s.child.id());
         for _ in 0..args.rounds.max(1) {
-            ours_stats.merge_run(client::run(&ours, sc.items.clone(), &s).await?);
+            ours_stats.merge_run(client::run(&ours, sc.items.clone(), &s, server_pid).await?);
             if let (Some((_, t)), Some(ns)) = (&noop, noop_stats.as_mut()) {
-                ns.merge_run(client::run(t, sc.items.clone(), &s).await?);
+                ns.merge_run(client::run(t, sc.items.clone(), &s, noop_pid).await?);
             }
         }
         if !args.json {

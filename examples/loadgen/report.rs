@@ -8,10 +8,24 @@ fn ratio(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
 
+/// CPU (responder + load generator) per review: on a machine this harness saturates alone, the
+/// throughput ratio tends to the inverse ratio of these; other tenants disturb it far less.
+fn cpu_total(s: &Stats) -> Option<f64> {
+    Some(
+        Stats::cpu_us_per_review(s.server_cpu, s.ok())?
+            + Stats::cpu_us_per_review(s.client_cpu, s.ok())?,
+    )
+}
+
+fn cpu_ratio(ours: &Stats, noop: &Stats) -> Option<f64> {
+    ratio(cpu_total(noop)?, cpu_total(ours)?)
+}
+
 pub fn scenario_json(name: &str, rate: Option<f64>, ours: &Stats, noop: Option<&Stats>) -> Value {
     let ratios = noop.map(|n| {
         json!({
             "throughput": ratio(ours.throughput(), n.throughput()),
+            "throughput_from_cpu": cpu_ratio(ours, n),
             "p50": ratio(ours.us(0.5), n.us(0.5)),
             "p99": ratio(ours.us(0.99), n.us(0.99)),
         })
@@ -30,8 +44,9 @@ pub fn scenario_text(name: &str, ours: &Stats, noop: Option<&Stats>) -> String {
     if let Some(n) = noop {
         out.push_str(&format!("\n  no-op  {}", n.line()));
         out.push_str(&format!(
-            "\n  ratio  throughput {:.2}  p50 {:.2}x  p99 {:.2}x",
+            "\n  ratio  throughput {:.2} (from CPU per review {:.2})  p50 {:.2}x  p99 {:.2}x",
             ratio(ours.throughput(), n.throughput()).unwrap_or(0.0),
+            cpu_ratio(ours, n).unwrap_or(f64::NAN),
             ratio(ours.us(0.5), n.us(0.5)).unwrap_or(0.0),
             ratio(ours.us(0.99), n.us(0.99)).unwrap_or(0.0),
         ));

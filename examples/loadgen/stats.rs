@@ -16,6 +16,10 @@ pub struct Stats {
     /// Fixed-rate sends that left more than 5 ms after their slot (the client fell behind).
     pub late: u64,
     pub elapsed: Duration,
+    /// CPU time the responding process spent during the run (from /proc), when known.
+    pub server_cpu: Option<Duration>,
+    /// CPU time the load generator itself spent.
+    pub client_cpu: Option<Duration>,
 }
 
 impl Stats {
@@ -30,6 +34,8 @@ impl Stats {
             errors: BTreeMap::new(),
             late: 0,
             elapsed: Duration::ZERO,
+            server_cpu: None,
+            client_cpu: None,
         }
     }
 
@@ -52,6 +58,18 @@ impl Stats {
             *self.errors.entry(k).or_default() += v;
         }
         self.elapsed = self.elapsed.max(other.elapsed);
+        let add = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.server_cpu = add(self.server_cpu, other.server_cpu);
+        self.client_cpu = add(self.client_cpu, other.client_cpu);
+    }
+
+    /// CPU microseconds per answered review (robust to other load on a shared machine).
+    pub fn cpu_us_per_review(cpu: Option<Duration>, ok: u64) -> Option<f64> {
+        cpu.filter(|_| ok > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / ok as f64)
     }
 
     /// Add a whole run (its window adds to ours), for alternating rounds.
@@ -99,6 +117,8 @@ impl Stats {
             "patched": self.patched,
             "late_sends": self.late,
             "seconds": self.elapsed.as_secs_f64(),
+            "server_cpu_us_per_review": Stats::cpu_us_per_review(self.server_cpu, self.ok()),
+            "client_cpu_us_per_review": Stats::cpu_us_per_review(self.client_cpu, self.ok()),
             "throughput_rps": self.throughput(),
             "latency_us": {
                 "p50": self.us(0.5), "p90": self.us(0.9), "p99": self.us(0.99),
@@ -109,8 +129,10 @@ impl Stats {
 
     /// One line: throughput, quantiles, errors.
     pub fn line(&self) -> String {
+        let cpu = Stats::cpu_us_per_review(self.server_cpu, self.ok())
+            .map_or(String::new(), |c| format!("  cpu {c:>5.1} µs/rev"));
         format!(
-            "{:>9.0} rev/s  p50 {:>7.1}  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>8.1}  max {:>8.1} µs  ok {} err {}{}",
+            "{:>9.0} rev/s  p50 {:>7.1}  p90 {:>7.1}  p99 {:>7.1}  p99.9 {:>8.1}  max {:>8.1} µs{cpu}  ok {} err {}{}",
             self.throughput(),
             self.us(0.5),
             self.us(0.9),
