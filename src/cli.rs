@@ -34,6 +34,9 @@ pub enum Command {
         after_help = "Example:\n  sandbox-admission certs --service sandbox-admission --namespace sandbox-admission --out certs/"
     )]
     Certs(CertsArgs),
+    /// Policy author tools: run Rego unit tests, check a policy directory.
+    #[command(subcommand)]
+    Policy(crate::policy::cli::PolicyCommand),
     /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
     NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
     /// Query and summarise the decision log: who was denied, by which policy, how often.
@@ -90,6 +93,18 @@ pub struct ServeArgs {
     /// Create a Kubernetes Event for each denial and warning (needs cluster access)
     #[arg(long, env = "SANDBOX_ADMISSION_EVENTS")]
     pub events: bool,
+    /// In a cluster: keep the CA and serving certificate in a Secret in the Service's namespace,
+    /// renew them, write them into the cert dir and patch the caBundle of the webhook
+    /// configurations named like the Service
+    #[arg(
+        long,
+        env = "SANDBOX_ADMISSION_MANAGE_CERTS",
+        conflicts_with_all = ["tls_cert", "no_cluster"]
+    )]
+    pub manage_certs: bool,
+    /// Secret that --manage-certs keeps the certificates in [default: sandbox-admission-tls]
+    #[arg(long, env = "SANDBOX_ADMISSION_CERT_SECRET", requires = "manage_certs")]
+    pub cert_secret: Option<String>,
 }
 
 #[derive(Args)]
@@ -112,10 +127,14 @@ pub struct CertsArgs {
     /// Key of --ca-cert
     #[arg(long, requires = "ca_cert")]
     pub ca_key: Option<PathBuf>,
+    /// Also write the caBundle as a kustomize patch for the webhook configurations of manifests/
+    #[arg(long)]
+    pub kustomize_patch: Option<PathBuf>,
 }
 
 /// Load the configuration with flags and environment on top.
 pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
+    let manage_certs = args.manage_certs;
     let (mut config, origin) = match &args.config {
         Some(path) => (Config::load(path)?, path.display().to_string()),
         None => (
@@ -170,9 +189,11 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("certs"));
             let (cert, key) = (dir.join(certs::CERT_FILE), dir.join(certs::KEY_FILE));
-            // A mounted Secret (both files, no CA key of ours) is used as is; otherwise the
-            // directory is ours to fill with a self-signed pair.
-            if cert.exists() && key.exists() && !dir.join(certs::CA_KEY_FILE).exists() {
+            // --manage-certs writes the pair there before the server starts. A mounted Secret
+            // (both files, no CA key of ours) is used as is; otherwise the directory is ours to
+            // fill with a self-signed pair.
+            let mounted = cert.exists() && key.exists() && !dir.join(certs::CA_KEY_FILE).exists();
+            if manage_certs || mounted {
                 TlsSource::Files(TlsFiles {
                     cert,
                     key,
@@ -212,6 +233,7 @@ fn init_logging(format: LogFormat) {
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let use_cluster = !args.no_cluster;
+    let (manage, secret) = (args.manage_certs, args.cert_secret.clone());
     let mut settings = serve_settings(args)?;
     init_logging(settings.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -223,6 +245,12 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         } else {
             tracing::info!("--no-cluster: runtime scheduling and overhead come from configuration");
         }
+        // Kept alive while serving: it renews the certificate in the background.
+        let _renewer = if manage {
+            Some(certs::manage::start_in_cluster(&settings.config, &settings.tls, secret).await?)
+        } else {
+            None
+        };
         server::run(settings).await
     })
 }
@@ -251,10 +279,15 @@ fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
         names.join(", "),
         args.days
     );
-    println!(
-        "{}",
-        base64::engine::general_purpose::STANDARD.encode(bundle.ca.cert.as_bytes())
-    );
+    let ca_bundle = base64::engine::general_purpose::STANDARD.encode(bundle.ca.cert.as_bytes());
+    if let Some(path) = &args.kustomize_patch {
+        let patch = certs::patch::ca_bundle_patch(&service.name, &ca_bundle)
+            .map_err(|e| anyhow::anyhow!("cannot render the kustomize patch: {e}"))?;
+        std::fs::write(path, patch)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote the caBundle patch {}", path.display());
+    }
+    println!("{ca_bundle}");
     Ok(())
 }
 
@@ -273,6 +306,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
+        Command::Policy(cmd) => crate::policy::cli::run(cmd),
         Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Review(args) => crate::review::run(args),

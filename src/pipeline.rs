@@ -15,7 +15,7 @@ use crate::cluster::{ClusterAccess, namespace_object};
 use crate::config::Config;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
 use crate::mutate::{MutationOutcome, Mutator};
-use crate::policy::{Action, PolicyHit, PolicyStore};
+use crate::policy::{Action, PolicyHit, PolicySource, PolicyStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -84,13 +84,12 @@ impl Admitter {
         log: DecisionLog,
         events: Events,
     ) -> anyhow::Result<Admitter> {
-        let policies = match policies_dir {
-            None => Arc::new(PolicyStore::empty()),
-            Some(dir) => anyhow::bail!(
-                "policy directory {} given, but this build has no policy loader",
-                dir.display()
-            ),
+        let source = match policies_dir {
+            None => PolicySource::Embedded,
+            Some(dir) => PolicySource::Dir(dir.to_path_buf()),
         };
+        let policies = PolicyStore::load(&source, &config.policy, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("policy set {} does not load:\n{e}", source.describe()))?;
         Ok(Admitter {
             mutator: Mutator::new(&config, cluster.clone()),
             cluster,

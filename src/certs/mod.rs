@@ -15,6 +15,10 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod manage;
+pub mod patch;
+pub mod reload;
+
 pub const CA_FILE: &str = "ca.crt";
 pub const CERT_FILE: &str = "tls.crt";
 pub const KEY_FILE: &str = "tls.key";
@@ -199,19 +203,49 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The bytes of a serving certificate, key and optional client CA, read together so that a
+/// reload compares and builds from one consistent snapshot.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsPem {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl TlsPem {
+    pub fn read(files: &TlsFiles) -> Result<TlsPem, CertError> {
+        Ok(TlsPem {
+            cert: read(&files.cert)?,
+            key: read(&files.key)?,
+            client_ca: files.client_ca.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
 /// Build the server's rustls configuration: TLS 1.2 and 1.3, ring, h2 and HTTP/1.1, and client
 /// certificate verification when a client CA is given.
 pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, CertError> {
-    let certs = parse_certs(&files.cert, &read(&files.cert)?)?;
-    let key = parse_key(&files.key, &read(&files.key)?)?;
+    server_config_from(files, &TlsPem::read(files)?)
+}
+
+/// [`server_config`] from bytes already read; `files` names them in errors. A key that does not
+/// belong to the certificate is an error (rustls compares the public keys).
+pub fn server_config_from(files: &TlsFiles, pem: &TlsPem) -> Result<ServerConfig, CertError> {
+    let certs = parse_certs(&files.cert, &pem.cert)?;
+    let key = parse_key(&files.key, &pem.key)?;
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| CertError::Tls(e.to_string()))?;
     let builder = match &files.client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
+            // Never fall back to no client authentication because the CA bytes are missing.
+            let ca_pem = pem.client_ca.as_deref().ok_or_else(|| CertError::Pem {
+                path: path.clone(),
+                message: "client CA not read".into(),
+            })?;
             let mut roots = RootCertStore::empty();
-            for cert in parse_certs(path, &read(path)?)? {
+            for cert in parse_certs(path, ca_pem)? {
                 roots
                     .add(cert)
                     .map_err(|e| CertError::Tls(format!("{}: {e}", path.display())))?;
@@ -227,6 +261,29 @@ pub fn server_config(files: &TlsFiles) -> Result<ServerConfig, CertError> {
         .map_err(|e| CertError::Tls(format!("{}: {e}", files.cert.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// How `/readyz` describes a serving certificate: its path and, when it parses, its expiry (so an
+/// operator without an expiry alert still sees it coming). Warns when it expires within a week.
+pub fn describe_serving(path: &Path, pem: &[u8]) -> String {
+    let not_after = CertificateDer::from_pem_slice(pem).ok().and_then(|der| {
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+        chrono::DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0)
+    });
+    match not_after {
+        Some(t) => {
+            let left = t - chrono::Utc::now();
+            if left < chrono::Duration::days(7) {
+                tracing::warn!(cert = %path.display(), expires = %t.to_rfc3339(), "the serving certificate expires within a week");
+            }
+            format!(
+                "serving certificate {} (valid until {})",
+                path.display(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        }
+        None => format!("serving certificate {}", path.display()),
+    }
 }
 
 /// Does the certificate in `pem` cover every name in `names` and stay valid for another day?

@@ -1,23 +1,81 @@
 //! Rego validation (`/validate`): Gatekeeper-compatible policies evaluated with regorus.
 //!
-//! Filled in by the policy work. Until then the store holds an empty set, so validation admits
-//! everything and says so in `/readyz` (0 policies loaded).
+//! A policy set is read from a [`PolicySource`], compiled once into one warmed engine
+//! ([`set::PolicySet`]) and served from an [`arc_swap::ArcSwap`], so a reload never blocks or
+//! changes a request already being judged. See `policies/README.md` for the authoring contract.
+
+pub mod cli;
+mod compile;
+mod eval;
+mod meta;
+mod recursion;
+mod reload;
+mod schema;
+mod set;
+mod source;
+mod testing;
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::admission::AdmissionRequest;
+use crate::metrics::Metrics;
+
+pub use reload::WatchGuard;
+pub use set::PolicySet;
+pub use source::{PolicySource, SourceFile};
+pub use testing::{
+    CheckSummary, FileCoverage, TestOutcome, TestReport, TestResult, check, run_tests,
+};
 
 /// Policy settings (the `policy:` section of the configuration).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PolicyConfig {}
+pub struct PolicyConfig {
+    /// Wall-clock budget of one evaluation; a policy set that runs longer denies (fail closed).
+    #[serde(default = "default_timeout_ms")]
+    pub evaluation_timeout_ms: u64,
+    /// Quiet period after the last change in the policy directory before it is reloaded.
+    #[serde(default = "default_debounce_ms")]
+    pub reload_debounce_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    200
+}
+fn default_debounce_ms() -> u64 {
+    200
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            evaluation_timeout_ms: default_timeout_ms(),
+            reload_debounce_ms: default_debounce_ms(),
+        }
+    }
+}
 
 impl PolicyConfig {
     pub fn validate(&self) -> Result<(), String> {
+        // The API server waits at most 30 s for the whole review; the policy budget must fit well
+        // inside it, and at most twice (a combined run, then a per-policy run to name the culprit).
+        if self.evaluation_timeout_ms == 0 || self.evaluation_timeout_ms > 10_000 {
+            return Err("policy.evaluationTimeoutMs must be within 1..=10000".into());
+        }
+        if self.reload_debounce_ms > 60_000 {
+            return Err("policy.reloadDebounceMs must be at most 60000".into());
+        }
         Ok(())
+    }
+
+    pub fn evaluation_timeout(&self) -> Duration {
+        Duration::from_millis(self.evaluation_timeout_ms)
     }
 }
 
@@ -59,25 +117,143 @@ pub struct PolicyHit {
 pub struct PolicyStatus {
     pub loaded: bool,
     pub policies: usize,
+    /// Where the serving set came from (`embedded` or a directory).
+    pub source: String,
+    /// The last reload failure, cleared by the next successful reload.
     pub last_error: Option<String>,
 }
 
-pub struct PolicyStore {}
+/// One problem in a policy set, located as precisely as the source allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadIssue {
+    pub file: String,
+    pub line: Option<u32>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.file, line, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// Why a policy set was rejected. A set with any issue is rejected whole.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct PolicyLoadError {
+    pub issues: Vec<LoadIssue>,
+}
+
+impl PolicyLoadError {
+    pub fn one(file: impl Into<String>, line: Option<u32>, message: impl Into<String>) -> Self {
+        PolicyLoadError {
+            issues: vec![LoadIssue {
+                file: file.into(),
+                line,
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for PolicyLoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.issues.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// The serving policy set, swappable while requests are being judged.
+pub struct PolicyStore {
+    current: ArcSwap<PolicySet>,
+    last_error: Mutex<Option<String>>,
+    config: PolicyConfig,
+    metrics: Arc<Metrics>,
+}
 
 impl PolicyStore {
+    /// A store with no policies: validation admits everything, and `/readyz` says 0 policies.
     pub fn empty() -> Self {
-        PolicyStore {}
+        let config = PolicyConfig::default();
+        PolicyStore {
+            current: ArcSwap::from_pointee(PolicySet::empty(&config)),
+            last_error: Mutex::new(None),
+            config,
+            metrics: Arc::new(Metrics::new()),
+        }
     }
 
-    pub fn evaluate(&self, _req: &AdmissionRequest, _namespace: Option<&Value>) -> Vec<PolicyHit> {
-        Vec::new()
+    /// Read and compile a policy set; fails when any file is wrong (nothing half-loaded).
+    pub fn load(
+        source: &PolicySource,
+        config: &PolicyConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<PolicyStore>, PolicyLoadError> {
+        let set = PolicySet::compile(&source.read()?, source.describe(), config)?;
+        metrics.policies.set(gauge_value(set.len()));
+        Ok(Arc::new(PolicyStore {
+            current: ArcSwap::from_pointee(set),
+            last_error: Mutex::new(None),
+            config: config.clone(),
+            metrics,
+        }))
+    }
+
+    /// Judge one request against the policies that match its kind, operation and namespace.
+    pub fn evaluate(&self, req: &AdmissionRequest, namespace: Option<&Value>) -> Vec<PolicyHit> {
+        // The whole evaluation uses the set it started with, even if a reload swaps meanwhile.
+        self.current.load_full().evaluate(req, namespace)
     }
 
     pub fn status(&self) -> PolicyStatus {
+        let set = self.current.load();
         PolicyStatus {
             loaded: true,
-            policies: 0,
-            last_error: None,
+            policies: set.len(),
+            source: set.origin().to_owned(),
+            last_error: self.last_error().clone(),
         }
     }
+
+    /// The serving set (for tests and the offline `review` command).
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    /// Read, compile and swap in a new set from `source`; on failure the serving set stays.
+    pub fn reload(&self, source: &PolicySource) -> Result<usize, PolicyLoadError> {
+        let compiled = source
+            .read()
+            .and_then(|files| PolicySet::compile(&files, source.describe(), &self.config));
+        match compiled {
+            Ok(set) => {
+                let count = set.len();
+                self.current.store(Arc::new(set));
+                *self.last_error() = None;
+                self.metrics.policies.set(gauge_value(count));
+                self.metrics.reload(&self.metrics.policy_reloads, true);
+                tracing::info!(policies = count, source = %source.describe(), "policy set reloaded");
+                Ok(count)
+            }
+            Err(err) => {
+                *self.last_error() = Some(err.to_string());
+                self.metrics.reload(&self.metrics.policy_reloads, false);
+                tracing::error!(source = %source.describe(), error = %err, "policy set rejected; the previous set keeps serving");
+                Err(err)
+            }
+        }
+    }
+
+    fn last_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A panic while holding this lock cannot leave the Option half-written; keep serving.
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

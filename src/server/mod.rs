@@ -58,6 +58,8 @@ pub struct Running {
     pub readiness: Arc<Readiness>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Hot reload of `--policies DIR`; watching stops when the server is dropped.
+    _policy_watch: Option<crate::policy::WatchGuard>,
 }
 
 impl Running {
@@ -111,12 +113,14 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
             (files, Some(ca))
         }
     };
-    let server_config =
-        certs::server_config(&tls_files).context("cannot load the serving certificate")?;
+    let loaded_pem =
+        certs::TlsPem::read(&tls_files).context("cannot load the serving certificate")?;
+    let server_config = certs::server_config_from(&tls_files, &loaded_pem)
+        .context("cannot load the serving certificate")?;
     let tls_config = Arc::new(ArcSwap::from_pointee(server_config));
     readiness.set(
         "tls",
-        Ok(format!("serving certificate {}", tls_files.cert.display())),
+        Ok(certs::describe_serving(&tls_files.cert, &loaded_pem.cert)),
     );
 
     let log = if decision_log {
@@ -140,8 +144,29 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         events,
     )?);
     let policies = admitter.policies.clone();
+    let policy_watch = match policies_dir.as_deref() {
+        Some(dir) => Some(
+            policies
+                .watch(dir)
+                .map_err(|e| anyhow::anyhow!("cannot watch {}: {e}", dir.display()))?,
+        ),
+        None => None,
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Rotation: new connections get the new pair as soon as it is written (Secret update,
+    // cert-manager renewal, --manage-certs, or a file replaced by hand).
+    let cert_task = certs::reload::spawn(
+        tls_files.clone(),
+        loaded_pem,
+        certs::reload::ReloadSinks {
+            tls: tls_config.clone(),
+            metrics: metrics.clone(),
+            readiness: readiness.clone(),
+        },
+        certs::reload::ReloadTiming::default(),
+        shutdown_rx.clone(),
+    );
     let health_listener = TcpListener::bind(config.health_listen)
         .await
         .with_context(|| format!("cannot listen on {} (health)", config.health_listen))?;
@@ -188,7 +213,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         admitter,
         readiness,
         shutdown: shutdown_tx,
-        tasks: vec![api_task, health_task],
+        tasks: vec![api_task, health_task, cert_task],
+        _policy_watch: policy_watch,
     })
 }
 

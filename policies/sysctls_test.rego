@@ -1,0 +1,15 @@
+package sandbox.sysctls
+
+import data.lib.testdata as td
+import rego.v1
+
+test_no_sysctls_passes if {
+	count(violation) == 0 with input as td.sandbox_input(td.good_pod_spec, {})
+}
+
+test_sysctl_is_denied if {
+	spec := object.union(td.good_pod_spec, {"securityContext": {"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}})
+	every inp in td.all_inputs(spec, {}) {
+		violation == {{"msg": "sysctl \"net.core.somaxconn\" is not allowed"}} with input as inp
+	}
+}

@@ -1,0 +1,366 @@
+//! A compiled policy set: one warmed regorus engine holding every policy and library module,
+//! plus what is needed to evaluate just the matching policies in a single query.
+
+use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU32;
+
+use regorus::Engine;
+use regorus::utils::limits::ExecutionTimerConfig;
+use serde_json::{Map, json};
+
+use super::compile::{self, Role};
+use super::meta::{FailurePolicy, Metadata};
+use super::{Action, LoadIssue, PolicyConfig, PolicyLoadError, SourceFile};
+
+/// Where each policy's parameters live in `data`; `with input.parameters as` reads them there.
+pub(super) const PARAMS_ROOT: &str = "__sandbox_admission";
+
+/// Work units between clock reads: frequent enough to stop a runaway policy within
+/// milliseconds, rare enough that reading the clock costs nothing measurable.
+const TIMER_CHECK_INTERVAL: u32 = 64;
+
+/// One policy, ready to be evaluated.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub name: String,
+    pub file: String,
+    pub action: Action,
+    pub failure: FailurePolicy,
+    pub(super) meta: Metadata,
+    /// The query statement binding this policy's violations to `binding`.
+    pub(super) statement: String,
+    pub(super) binding: String,
+}
+
+pub struct PolicySet {
+    pub(super) engine: Engine,
+    pub(super) policies: Vec<Policy>,
+    origin: String,
+}
+
+impl PolicySet {
+    pub fn empty(config: &PolicyConfig) -> Self {
+        let mut engine = Engine::new();
+        set_timer(&mut engine, config);
+        PolicySet {
+            engine,
+            policies: Vec::new(),
+            origin: "none".into(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn policy_names(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Compile `files` (tests are skipped). Every problem is collected, not just the first.
+    pub fn compile(
+        files: &[SourceFile],
+        origin: String,
+        config: &PolicyConfig,
+    ) -> Result<PolicySet, PolicyLoadError> {
+        let mut engine = Engine::new();
+        set_timer(&mut engine, config);
+        let mut issues = Vec::new();
+        let by_path: BTreeMap<&str, &SourceFile> =
+            files.iter().map(|f| (f.path.as_str(), f)).collect();
+        let mut used_yaml = HashSet::new();
+        let mut pending = Vec::new();
+        let mut packages: BTreeMap<String, String> = BTreeMap::new();
+
+        for (file_index, file) in files
+            .iter()
+            .filter(|f| compile::is_rego(&f.path))
+            .enumerate()
+        {
+            if compile::is_test_file(&file.path) {
+                continue;
+            }
+            let key = format!("f{file_index}");
+            let direct =
+                direct_parameters(&file.text, &format!("data.{PARAMS_ROOT}.parameters.{key}"));
+            let module = SourceFile {
+                path: file.path.clone(),
+                text: direct.clone().unwrap_or_else(|| file.text.clone()),
+            };
+            let package = match compile::add_module(&mut engine, &module) {
+                Ok(p) => p,
+                Err(issue) => {
+                    issues.push(issue);
+                    continue;
+                }
+            };
+            if compile::role_of(&file.path, &package) == Role::Library {
+                continue;
+            }
+            if let Some(other) = packages.insert(package.clone(), file.path.clone()) {
+                issues.push(issue(&file.path, format!("{package} is also the package of policy {other}; each policy needs its own package")));
+                continue;
+            }
+            let meta_path = compile::metadata_paths(&file.path)
+                .into_iter()
+                .find(|p| by_path.contains_key(p.as_str()));
+            let Some(meta_path) = meta_path else {
+                issues.push(issue(
+                    &file.path,
+                    format!(
+                        "policy has no metadata file (expected {})",
+                        compile::metadata_paths(&file.path)[0]
+                    ),
+                ));
+                continue;
+            };
+            used_yaml.insert(meta_path.clone());
+            let text = by_path
+                .get(meta_path.as_str())
+                .map_or("", |f| f.text.as_str());
+            match Metadata::parse(text) {
+                Ok(meta) => pending.push((file, package, meta, key, direct.is_some())),
+                Err((line, message)) => issues.push(LoadIssue {
+                    file: meta_path,
+                    line,
+                    message: format!("invalid metadata: {message}"),
+                }),
+            }
+        }
+        for file in files.iter().filter(|f| compile::is_yaml(&f.path)) {
+            let base = file.path.rsplit('/').next().unwrap_or(&file.path);
+            let stem = file
+                .path
+                .rsplit_once('.')
+                .map_or(file.path.as_str(), |(s, _)| s);
+            let has_rego = by_path.contains_key(format!("{stem}.rego").as_str());
+            if !used_yaml.contains(&file.path) && !has_rego && !base.starts_with("kustomization.") {
+                issues.push(issue(
+                    &file.path,
+                    "metadata file without a policy beside it (expected a .rego of the same name)"
+                        .into(),
+                ));
+            }
+        }
+
+        let mut policies = Vec::new();
+        let mut params = Map::new();
+        let mut names = HashSet::new();
+        for (index, (file, package, meta, key, direct)) in pending.into_iter().enumerate() {
+            let name = meta.name.clone().unwrap_or_else(|| stem(&file.path));
+            if !super::meta::valid_policy_name(&name) {
+                issues.push(issue(&file.path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits and '-'; set `name` in the metadata")));
+                continue;
+            }
+            if !names.insert(name.clone()) {
+                issues.push(issue(
+                    &file.path,
+                    format!("policy name {name:?} is used twice"),
+                ));
+                continue;
+            }
+            if !compile::plain_package(&package) {
+                issues.push(issue(
+                    &file.path,
+                    format!("package {package} must be dotted identifiers"),
+                ));
+                continue;
+            }
+            match engine.has_declared_rule_rooted_at(&file.path, "violation") {
+                Ok(true) => {}
+                Ok(false) => {
+                    issues.push(issue(
+                        &file.path,
+                        format!("{package} defines no `violation` rule"),
+                    ));
+                    continue;
+                }
+                Err(e) => {
+                    issues.push(compile::issue_from(&file.path, &e));
+                    continue;
+                }
+            }
+            let binding = format!("__r{index}");
+            let collect = format!("{binding} := [v | v := {package}.violation[_]]");
+            // A `with` makes regorus drop every cached rule value, so shared helpers would be
+            // recomputed for each policy; policies whose parameters were rewritten need none.
+            let statement = if direct {
+                collect
+            } else {
+                format!("{collect} with input.parameters as data.{PARAMS_ROOT}.parameters.{key}")
+            };
+            params.insert(key, meta.parameters.clone());
+            policies.push(Policy {
+                name,
+                file: file.path.clone(),
+                action: meta.enforcement_action,
+                failure: meta.failure_policy,
+                meta,
+                statement,
+                binding,
+            });
+        }
+        if issues.is_empty() {
+            issues.extend(super::recursion::find_recursion(&mut engine));
+        }
+        if !issues.is_empty() {
+            return Err(PolicyLoadError { issues });
+        }
+        if let Err(e) = engine.add_data(regorus::Value::from(
+            json!({PARAMS_ROOT: {"parameters": params}}),
+        )) {
+            return Err(PolicyLoadError::one(
+                origin,
+                None,
+                format!("cannot add parameters: {e}"),
+            ));
+        }
+        // Warm: analyse and schedule every module now, so compile errors (unknown functions,
+        // unsafe variables, recursion) reject the set here and requests only clone a ready engine.
+        engine.set_input(regorus::Value::from(
+            json!({"review": {}, "parameters": {}}),
+        ));
+        if let Err(e) = engine.eval_query("true".into(), false) {
+            return Err(PolicyLoadError {
+                issues: vec![compile::issue_from(&origin, &e)],
+            });
+        }
+        let set = PolicySet {
+            engine,
+            policies,
+            origin,
+        };
+        set.probe()?;
+        Ok(set)
+    }
+
+    /// Evaluate every policy once against an empty review. regorus resolves function names only
+    /// when a call is reached, so this is what turns a misspelt builtin into a load error (and
+    /// the last good set keeps serving) instead of a denial of every request.
+    fn probe(&self) -> Result<(), PolicyLoadError> {
+        let input = regorus::Value::from(json!({
+            "review": {"kind": {}, "object": {}, "operation": ""},
+            "parameters": {},
+        }));
+        let mut issues = Vec::new();
+        for policy in &self.policies {
+            let mut engine = self.engine.clone();
+            engine.set_input(input.clone());
+            if let Err(e) = engine.eval_query(policy.statement.clone(), false) {
+                let mut found = compile::issue_from(&policy.file, &e);
+                found.message = format!("fails on an empty review: {}", found.message);
+                issues.push(found);
+            }
+        }
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(PolicyLoadError { issues })
+        }
+    }
+}
+
+fn set_timer(engine: &mut Engine, config: &PolicyConfig) {
+    engine.set_execution_timer_config(ExecutionTimerConfig {
+        limit: config.evaluation_timeout(),
+        check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+    });
+}
+
+fn issue(file: &str, message: String) -> LoadIssue {
+    LoadIssue {
+        file: file.to_owned(),
+        line: None,
+        message,
+    }
+}
+
+fn stem(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.strip_suffix(".rego").unwrap_or(base).replace('_', "-")
+}
+
+/// Point a policy's `input.parameters` straight at its own parameters in `data`.
+///
+/// Gatekeeper's contract gives each policy its own `input.parameters`. Evaluating all policies in
+/// one query with `with input.parameters as …` per policy is correct but slow (each `with`
+/// discards regorus's rule cache), so when every use of `input` in the module is a plain
+/// `input.review…` or `input.parameters…` reference, the latter is rewritten to `data_ref` (same
+/// line, so error locations stay true). Any other use of `input` (bound whole, indexed,
+/// mentioned in a comment or string) keeps the module as written, evaluated with `with`.
+/// Helper libraries (`package lib…`) are never rewritten.
+fn direct_parameters(text: &str, data_ref: &str) -> Option<String> {
+    let is_library = text.lines().any(|l| {
+        let l = l.trim_start();
+        l == "package lib" || l.starts_with("package lib.") || l.starts_with("package lib ")
+    });
+    if is_library {
+        return None;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    while let Some(at) = rest.find("input") {
+        let (before, after) = rest.split_at(at);
+        let preceded = before
+            .chars()
+            .next_back()
+            .is_some_and(|c| ident(c) || c == '.');
+        let tail = &after["input".len()..];
+        if preceded || tail.chars().next().is_some_and(ident) {
+            out.push_str(before);
+            out.push_str("input");
+            rest = tail;
+            continue;
+        }
+        out.push_str(before);
+        if let Some(params) = tail.strip_prefix(".parameters") {
+            if params.chars().next().is_some_and(ident) {
+                return None;
+            }
+            out.push_str(data_ref);
+            rest = params;
+        } else if tail.starts_with(".review") {
+            out.push_str("input");
+            rest = tail;
+        } else {
+            return None;
+        }
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_parameters;
+
+    #[test]
+    fn parameters_are_rewritten_only_when_every_input_use_is_plain() {
+        let d = "data.p.f0";
+        assert_eq!(
+            direct_parameters("x := input.parameters.a\ny := input.review.object", d).as_deref(),
+            Some("x := data.p.f0.a\ny := input.review.object")
+        );
+        assert_eq!(direct_parameters("x := input", d), None);
+        assert_eq!(direct_parameters("x := input[\"parameters\"]", d), None);
+        assert_eq!(direct_parameters("x := input.parametersX", d), None);
+        assert_eq!(direct_parameters("# reads input\nx := 1", d), None);
+        assert_eq!(
+            direct_parameters("package lib.x\ny := input.parameters", d),
+            None
+        );
+        assert_eq!(
+            direct_parameters("myinput := 1\nx := a.input", d).as_deref(),
+            Some("myinput := 1\nx := a.input")
+        );
+    }
+}
