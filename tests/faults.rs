@@ -1,5 +1,6 @@
-//! Faults under load, on loopback with real TLS: certificate rotation and shutdown while a steady
-//! stream of reviews flows, many idle connections, and a slowloris client.
+//! Faults under load, on loopback with real TLS: policy reloads (one broken), certificate rotation
+//! and shutdown while a steady stream of reviews flows, many idle connections, and a slowloris
+//! client.
 //!
 //! Every loop is bounded by a request count or an iteration count; sleeps only pace the scenario.
 //! Nothing here asserts how fast anything is (figures belong to `examples/loadgen`).
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use common::{TestServer, test_config};
 use sandbox_admission::certs::{self, PemPair, TlsFiles};
+use sandbox_admission::policy::PolicySource;
 use stream::{Outcome, Tally};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -150,6 +152,79 @@ async fn shutdown_under_load_answers_every_accepted_request() {
         tally.answered, decided, tally.not_accepted
     );
     assert!(decided >= 30);
+}
+
+const FAULT_META: &str = "name: fault-version\nkinds:\n  - {group: agents.x-k8s.io, kind: Sandbox}\n";
+
+fn write_policy_set(dir: &std::path::Path, version: Option<u32>) {
+    let rego = match version {
+        Some(v) => format!(
+            "package faults.version\n\nimport rego.v1\n\nviolation contains {{\"msg\": \"version {v}\"}} if {{\n\tinput.review.object.metadata.labels[\"fault-test\"] == \"deny\"\n}}\n"
+        ),
+        None => "package faults.version\n\nviolation contains {\"msg\": \n".to_string(),
+    };
+    // Write aside and rename, as editors and ConfigMap swaps do.
+    for (name, text) in [("fault.rego", rego.as_str()), ("fault.yaml", FAULT_META)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+/// The message the server gives a Sandbox labelled for denial, over HTTPS.
+async fn probe(server: &TestServer, n: u32) -> String {
+    let mut sandbox = serde_json::json!({
+        "apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+        "metadata": {"name": format!("probe-{n}"), "namespace": "default", "labels": {"fault-test": "deny"}},
+        "spec": {"podTemplate": {"spec": {"runtimeClassName": "gvisor", "containers": [{"name": "c", "image": "busybox"}]}}}
+    });
+    sandbox["metadata"]["uid"] = serde_json::json!(n);
+    let response = server
+        .review("/validate", common::request_for(&sandbox, "CREATE", "default"))
+        .await;
+    response["status"]["message"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_reloaded_ten_times_with_a_broken_set_fail_no_request() {
+    let server = TestServer::start().await;
+    let dir = server.dir.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    write_policy_set(&dir, Some(0));
+    let store = server.running.admitter.policies.clone();
+    store.reload(&PolicySource::Dir(dir.clone())).unwrap();
+    assert!(probe(&server, 0).await.contains("[fault-version] version 0"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers = spawn_stream(&server, 4, &stop);
+    let mut seen = wait_for_progress(&server, 0, 20).await;
+    let mut serving = 0;
+    for round in 1..=10u32 {
+        let broken = round == 6;
+        write_policy_set(&dir, if broken { None } else { Some(round) });
+        let result = store.reload(&PolicySource::Dir(dir.clone()));
+        if broken {
+            assert!(result.is_err(), "a broken set is refused");
+        } else {
+            result.unwrap();
+            serving = round;
+        }
+        // The last good set serves, including right after the broken one.
+        let message = probe(&server, round).await;
+        assert!(
+            message.contains(&format!("[fault-version] version {serving}")),
+            "round {round}: {message}"
+        );
+        seen = wait_for_progress(&server, seen, 10).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let tally = join(workers).await;
+    assert!(tally.failures.is_empty(), "failed: {:?}", tally.failures);
+    assert!(tally.connect_errors.is_empty(), "{:?}", tally.connect_errors);
+    assert_eq!(tally.not_accepted, 0, "no request may be dropped");
+    let status = store.status();
+    assert!(status.last_error.is_none(), "{:?}", status.last_error);
+    server.stop().await;
 }
 
 /// The soft limit on open files, from `/proc/self/limits` (Linux); None elsewhere.
