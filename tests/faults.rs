@@ -154,7 +154,8 @@ async fn shutdown_under_load_answers_every_accepted_request() {
     assert!(decided >= 30);
 }
 
-const FAULT_META: &str = "name: fault-version\nkinds:\n  - {group: agents.x-k8s.io, kind: Sandbox}\n";
+const FAULT_META: &str =
+    "name: fault-version\nkinds:\n  - {group: agents.x-k8s.io, kind: Sandbox}\n";
 
 fn write_policy_set(dir: &std::path::Path, version: Option<u32>) {
     let rego = match version {
@@ -180,9 +181,15 @@ async fn probe(server: &TestServer, n: u32) -> String {
     });
     sandbox["metadata"]["uid"] = serde_json::json!(n);
     let response = server
-        .review("/validate", common::request_for(&sandbox, "CREATE", "default"))
+        .review(
+            "/validate",
+            common::request_for(&sandbox, "CREATE", "default"),
+        )
         .await;
-    response["status"]["message"].as_str().unwrap_or_default().to_string()
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +200,11 @@ async fn policies_reloaded_ten_times_with_a_broken_set_fail_no_request() {
     write_policy_set(&dir, Some(0));
     let store = server.running.admitter.policies.clone();
     store.reload(&PolicySource::Dir(dir.clone())).unwrap();
-    assert!(probe(&server, 0).await.contains("[fault-version] version 0"));
+    assert!(
+        probe(&server, 0)
+            .await
+            .contains("[fault-version] version 0")
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let workers = spawn_stream(&server, 4, &stop);
@@ -220,7 +231,11 @@ async fn policies_reloaded_ten_times_with_a_broken_set_fail_no_request() {
     stop.store(true, Ordering::Relaxed);
     let tally = join(workers).await;
     assert!(tally.failures.is_empty(), "failed: {:?}", tally.failures);
-    assert!(tally.connect_errors.is_empty(), "{:?}", tally.connect_errors);
+    assert!(
+        tally.connect_errors.is_empty(),
+        "{:?}",
+        tally.connect_errors
+    );
     assert_eq!(tally.not_accepted, 0, "no request may be dropped");
     let status = store.status();
     assert!(status.last_error.is_none(), "{:?}", status.last_error);
