@@ -45,6 +45,8 @@ pub enum Command {
     /// Run an object or AdmissionReview through mutation and validation offline, as the server would.
     #[command(after_help = crate::review::AFTER_HELP)]
     Review(crate::review::ReviewArgs),
+    /// Time each policy (alone and as the whole set) on objects or reviews: what a policy costs.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Args, Default)]
@@ -310,5 +312,6 @@ pub fn run() -> ExitCode {
         Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Review(args) => crate::review::run(args),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }

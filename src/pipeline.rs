@@ -195,7 +195,9 @@ impl Admitter {
                 .inc();
         }
         let latency_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        tracing::info!(
+        // Debug, not info: the decision log already holds one line per review; an info line on
+        // top doubled the output and cost a tenth of the CPU under load (docs/performance.md).
+        tracing::debug!(
             uid = %req.uid,
             endpoint = endpoint.as_str(),
             kind = %req.kind.kind,

@@ -1,0 +1,379 @@
+//! Load harness: drives sandbox-admission over TLS with keep-alive and compares it, in the same
+//! run, with a no-op responder on the same TLS/HTTP stack (the machine's ceiling).
+//!
+//! ```text
+//! cargo build --release && cargo run --release --example loadgen -- --spawn
+//! cargo run --release --example loadgen -- --spawn --reload --json > figures.json
+//! cargo run --release --example loadgen -- --target 127.0.0.1:8443 --ca certs/ca.crt --pid $(pidof sandbox-admission)
+//! ```
+//!
+//! Loopback only: every address it talks to is one it started or one given with `--target`.
+
+mod client;
+mod noop;
+mod reload;
+mod report;
+mod spawn;
+mod stats;
+mod workload;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Parser;
+use client::{Item, LoadSettings, Target};
+use serde_json::{Value, json};
+
+#[derive(Parser, Clone)]
+#[command(about = "Load harness for sandbox-admission, with a no-op TLS responder as the ceiling")]
+pub struct Args {
+    /// Start the release binary itself (the default when no --target is given)
+    #[arg(long)]
+    spawn: bool,
+    /// The server binary for --spawn
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/sandbox-admission"))]
+    binary: PathBuf,
+    /// Extra argument for the spawned server (repeat), e.g. --server-arg=--policies --server-arg=DIR
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+    /// A running server's HTTPS address (loopback), instead of --spawn
+    #[arg(long, requires = "ca")]
+    target: Option<SocketAddr>,
+    /// CA that signed the --target's certificate
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// PID of the --target server, for its RSS
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Skip the no-op baseline
+    #[arg(long)]
+    no_noop: bool,
+    /// Scenarios: mutate, validate-sandbox, validate, mixed; `NAME@RATE` runs at a fixed rate
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mutate,validate-sandbox,validate,mixed@1000"
+    )]
+    scenarios: Vec<String>,
+    /// Run every scenario at this many reviews/s instead (0 = as fast as possible)
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Concurrent keep-alive connections
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Use h2 (ALPN) instead of HTTP/1.1
+    #[arg(long)]
+    h2: bool,
+    /// Concurrent streams per h2 connection
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Measured seconds per run
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Unmeasured seconds at the start of each run
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Stop each run after this many measured requests
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Alternate server and no-op this many times per scenario (merged)
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Extra start-ups to time (with --spawn)
+    #[arg(long, default_value_t = 5)]
+    ready_runs: usize,
+    /// Also time the reload of a 100-policy set (needs the policy engine)
+    #[arg(long)]
+    reload: bool,
+    #[arg(long, default_value_t = 3)]
+    reload_rounds: usize,
+    /// The repository's policies, copied into the 100-policy set
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))]
+    policies_src: PathBuf,
+    /// Manifests the reviews are built from
+    #[arg(long)]
+    fixtures: Option<PathBuf>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+    /// Internal: run the no-op responder with certificates in DIR
+    #[arg(long, hide = true)]
+    serve_noop: Option<PathBuf>,
+}
+
+/// The same allocator as the server binary: this process is also the no-op responder, and the
+/// ceiling must not be lowered by a slower malloc than the server gets.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A scenario: a name, its review mix and its rate.
+struct Scenario {
+    name: String,
+    items: Arc<Vec<Item>>,
+    rate: Option<f64>,
+}
+
+fn items(w: &workload::Workload, name: &str) -> anyhow::Result<Vec<Item>> {
+    let tag = |path: &'static str, rs: &[workload::Review]| -> Vec<Item> {
+        rs.iter()
+            .map(|r| Item {
+                path,
+                uid: r.uid.clone(),
+                body: Bytes::from(r.body.clone()),
+            })
+            .collect()
+    };
+    let list = match name {
+        "mutate" => tag("/mutate", &w.mutate),
+        "validate-sandbox" => tag("/validate", &w.validate_sandbox),
+        "validate" => tag("/validate", &w.validate),
+        "mixed" => {
+            let (m, v) = (tag("/mutate", &w.mutate), tag("/validate", &w.validate));
+            let n = m.len().max(v.len());
+            (0..n)
+                .flat_map(|i| [m[i % m.len()].clone(), v[i % v.len()].clone()])
+                .collect()
+        }
+        other => bail!("unknown scenario {other:?} (mutate, validate-sandbox, validate, mixed)"),
+    };
+    if list.is_empty() {
+        bail!("scenario {name}: no reviews built from the fixtures");
+    }
+    Ok(list)
+}
+
+fn scenarios(args: &Args, w: &workload::Workload) -> anyhow::Result<Vec<Scenario>> {
+    args.scenarios
+        .iter()
+        .map(|spec| {
+            let (name, rate) = match spec.split_once('@') {
+                Some((n, r)) => (n, Some(r.parse::<f64>().context("rate after @")?)),
+                None => (spec.as_str(), None),
+            };
+            let rate = match args.rate {
+                Some(r) if r > 0.0 => Some(r),
+                Some(_) => None,
+                None => rate.filter(|r| *r > 0.0),
+            };
+            let label = rate.map_or(name.to_string(), |r| format!("{name}@{r}"));
+            Ok(Scenario {
+                name: label,
+                items: Arc::new(items(w, name)?),
+                rate,
+            })
+        })
+        .collect()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Time `runs` start-ups of the binary (certificates already in `cert_dir`).
+fn time_to_ready(args: &Args, cert_dir: &Path, runs: usize) -> anyhow::Result<Value> {
+    let mut reported = Vec::new();
+    let mut wall = Vec::new();
+    for _ in 0..runs {
+        let s = spawn::server(&args.binary, cert_dir, &args.server_args)?;
+        reported.extend(s.reported_ms);
+        wall.push(s.wall.as_secs_f64() * 1000.0);
+        spawn::stop(s);
+    }
+    reported.sort_unstable();
+    wall.sort_by(f64::total_cmp);
+    Ok(json!({
+        "runs": runs,
+        "reported_ms_median": reported.get(reported.len() / 2),
+        "reported_ms_max": reported.last(),
+        "wall_ms_median": wall.get(wall.len() / 2),
+        "wall_ms_max": wall.last(),
+    }))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    sandbox_admission::certs::install_crypto_provider();
+    let fixtures = args
+        .fixtures
+        .clone()
+        .unwrap_or_else(workload::default_fixtures);
+    let w = workload::Workload::from_fixtures(&fixtures);
+    let scenarios = scenarios(&args, &w)?;
+    let tmp = tempfile::tempdir()?;
+    let settings = LoadSettings {
+        connections: args.connections.max(1),
+        h2: args.h2,
+        streams: args.streams,
+        rate: None,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        max_requests: args.requests,
+    };
+
+    // The server under test.
+    let spawn_it = args.spawn || args.target.is_none();
+    let mut ready = Value::Null;
+    let (server, ours) = if spawn_it {
+        if !args.binary.exists() {
+            bail!(
+                "{} not found: run `cargo build --release` first",
+                args.binary.display()
+            );
+        }
+        let cert_dir = tmp.path().join("server-certs");
+        let s = spawn::server(&args.binary, &cert_dir, &args.server_args)?;
+        let first = json!({"reported_ms": s.reported_ms, "wall_ms": s.wall.as_secs_f64() * 1000.0});
+        spawn::stop(s);
+        ready = time_to_ready(&args, &cert_dir, args.ready_runs)?;
+        ready["first_start_generating_certs"] = first;
+        let s = spawn::server(&args.binary, &cert_dir, &args.server_args)?;
+        let connector = client::connector(&cert_dir.join("ca.crt"), args.h2)?;
+        let target = Target {
+            name: "sandbox-admission".into(),
+            addr: s.addr,
+            connector,
+            check_uid: true,
+        };
+        (Some(s), target)
+    } else {
+        let (Some(addr), Some(ca)) = (args.target, args.ca.as_ref()) else {
+            bail!("--target needs --ca");
+        };
+        if !addr.ip().is_loopback() {
+            bail!("--target must be a loopback address");
+        }
+        let connector = client::connector(ca, args.h2)?;
+        (
+            None,
+            Target {
+                name: "sandbox-admission".into(),
+                addr,
+                connector,
+                check_uid: true,
+            },
+        )
+    };
+    let server_pid = server.as_ref().map(|s| s.child.id()).or(args.pid);
+
+    // The ceiling: the no-op responder in its own process.
+    let noop = if args.no_noop {
+        None
+    } else {
+        let dir = tmp.path().join("noop-certs");
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("--serve-noop").arg(&dir);
+        let s = spawn::start(cmd, "noop ready")?;
+        let connector = client::connector(&dir.join("ca.crt"), args.h2)?;
+        let t = Target {
+            name: "noop".into(),
+            addr: s.addr,
+            connector,
+            check_uid: false,
+        };
+        Some((s, t))
+    };
+
+    let server_rss = server_pid.map(spawn::RssSampler::start);
+    let noop_rss = noop
+        .as_ref()
+        .map(|(s, _)| spawn::RssSampler::start(s.child.id()));
+    let mut results = Vec::new();
+    for sc in &scenarios {
+        let s = LoadSettings {
+            rate: sc.rate,
+            ..settings.clone()
+        };
+        let mut ours_stats = stats::Stats::new();
+        let mut noop_stats = noop.as_ref().map(|_| stats::Stats::new());
+        let noop_pid = noop.as_ref().map(|(s, _)| s.child.id());
+        for _ in 0..args.rounds.max(1) {
+            ours_stats.merge_run(client::run(&ours, sc.items.clone(), &s, server_pid).await?);
+            if let (Some((_, t)), Some(ns)) = (&noop, noop_stats.as_mut()) {
+                ns.merge_run(client::run(t, sc.items.clone(), &s, noop_pid).await?);
+            }
+        }
+        if !args.json {
+            eprintln!(
+                "{}",
+                report::scenario_text(&sc.name, &ours_stats, noop_stats.as_ref())
+            );
+        }
+        results.push(report::scenario_json(
+            &sc.name,
+            sc.rate,
+            &ours_stats,
+            noop_stats.as_ref(),
+        ));
+    }
+    let memory = json!({
+        "server_peak_vmhwm_mib": server_rss.as_ref().map(|r| r.peaks_mib().0),
+        "server_peak_vmrss_mib": server_rss.as_ref().map(|r| r.peaks_mib().1),
+        "noop_peak_vmhwm_mib": noop_rss.as_ref().map(|r| r.peaks_mib().0),
+    });
+    drop((server_rss, noop_rss));
+    if let Some(s) = server {
+        spawn::stop(s);
+    }
+    if let Some((s, _)) = noop {
+        spawn::stop(s);
+    }
+    let reload = if args.reload {
+        match reload::measure(&args.binary, &args.policies_src, args.reload_rounds) {
+            Ok(v) => v,
+            Err(e) => json!({"error": format!("{e:#}")}),
+        }
+    } else {
+        Value::Null
+    };
+    let report = json!({
+        "machine": {"cores": cores()},
+        "settings": {
+            "connections": settings.connections, "protocol": if args.h2 { "h2" } else { "http/1.1" },
+            "h2_streams_per_connection": if args.h2 { Some(args.streams) } else { None },
+            "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
+            "reviews": {"mutate": w.mutate.len(), "validate": w.validate.len(), "validate_sandbox": w.validate_sandbox.len()},
+        },
+        "time_to_ready": ready,
+        "scenarios": results,
+        "memory": memory,
+        "reload": reload,
+    });
+    let budgets = report::budgets(&report);
+    if args.json {
+        let mut out = report;
+        out["budgets"] = budgets;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("{}", report::summary_text(&report, &budgets));
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let result = match args.serve_noop.clone() {
+        Some(dir) => runtime.block_on(noop::serve(&dir)),
+        None => runtime.block_on(run(args)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
