@@ -48,11 +48,14 @@ pub struct PolicyConfig {
     pub reload_debounce_ms: u64,
 }
 
+/// Well under the webhook's `timeoutSeconds` (5 s in the shipped manifests), and roomy enough that
+/// a loaded node or an unoptimised build never turns a slow evaluation into a spurious denial.
 fn default_timeout_ms() -> u64 {
-    200
+    1000
 }
+/// Long enough to gather the several events of one ConfigMap `..data` swap into one reload.
 fn default_debounce_ms() -> u64 {
-    200
+    100
 }
 
 impl Default for PolicyConfig {

@@ -318,9 +318,16 @@ impl PolicySet {
             "review": {"kind": {}, "object": {}, "operation": ""},
             "parameters": {},
         }));
+        // The probe runs at load, not on a request's clock: a slow (loaded, unoptimised) machine
+        // must not turn the per-request limit into a load failure, so it gets a generous one.
+        let mut probe_engine = self.engine.clone();
+        probe_engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit: PROBE_TIME_LIMIT,
+            check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
+        });
         let mut issues = Vec::new();
         for policy in &self.policies {
-            let mut engine = self.engine.clone();
+            let mut engine = probe_engine.clone();
             engine.set_input(input.clone());
             if let Err(e) = engine.eval_query(policy.statement.clone(), false) {
                 let mut found = compile::issue_from(&policy.file, &e);
@@ -335,6 +342,9 @@ impl PolicySet {
         }
     }
 }
+
+/// Time limit of the load-time probe of each policy against an empty review.
+const PROBE_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn set_timer(engine: &mut Engine, config: &PolicyConfig) {
     engine.set_execution_timer_config(ExecutionTimerConfig {
