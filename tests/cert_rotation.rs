@@ -71,20 +71,8 @@ fn bundle() -> Bundle {
 
 /// A client trusting exactly `cas`; `fresh` makes every request a new connection (handshake).
 fn client(cas: &[&PemPair], fresh: bool) -> common::HttpsClient {
-    certs::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        for cert in certs::parse_certs(Path::new("ca"), ca.cert.as_bytes()).unwrap() {
-            roots.add(cert).unwrap();
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let pems: Vec<&[u8]> = cas.iter().map(|ca| ca.cert.as_bytes()).collect();
+    let tls = common::trusting(&pems);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

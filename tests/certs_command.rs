@@ -1,6 +1,8 @@
 //! `sandbox-admission certs` output, served by `serve --tls-cert/--tls-key`, verified the way the
 //! API server verifies it: against the printed caBundle, for the Service's DNS name.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -47,17 +49,7 @@ fn run_certs(out: &Path) -> Vec<u8> {
 /// Handshake with `name` as the server name (SNI and verification), trusting only `ca_bundle`,
 /// then send one admission review over HTTP/1.1; returns the status line.
 async fn call(port: u16, name: &str, ca_bundle: &[u8]) -> Result<String, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs::parse_certs(Path::new("caBundle"), ca_bundle).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = common::trusting(&[ca_bundle]);
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let server_name = ServerName::try_from(name.to_owned()).unwrap();
     let mut tls = TlsConnector::from(Arc::new(config))

@@ -3,6 +3,8 @@
 //! `tests/fixtures/api-server/`, hand-written in its format). Every request's method, path, query
 //! and body is checked, and the files written are served by the real TLS stack.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::path::Path;
@@ -412,17 +414,7 @@ async fn api_errors_are_reported_not_retried_forever() {
 
 /// The certificate the server presents to a new connection that trusts `ca_bundle`.
 async fn presented(port: u16, name: &str, ca_bundle: &[u8]) -> Vec<u8> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certs::parse_certs(Path::new("bundle"), ca_bundle).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = common::trusting(&[ca_bundle]);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();

@@ -5,35 +5,14 @@ mod common;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use common::{TestServer, https_client, request_for, test_config};
+use common::{TestServer, request_for, test_config};
 use sandbox_admission::cluster::{ClusterAccess, FakeCluster};
 use sandbox_admission::mutate::labels::name_hash;
-use sandbox_admission::server::{self, ServeSettings, TlsSource};
 use serde_json::{Value, json};
 
 async fn start(cluster: Arc<FakeCluster>) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
     let cluster: Arc<dyn ClusterAccess> = cluster;
-    let running = server::start(ServeSettings {
-        config: test_config(),
-        config_origin: "test".into(),
-        tls: TlsSource::SelfSigned {
-            dir: dir.path().join("certs"),
-        },
-        policies_dir: None,
-        decision_log: false,
-        cluster: Some(cluster),
-    })
-    .await
-    .expect("server starts");
-    let ca = running.ca_file.clone().expect("self-signed CA");
-    TestServer {
-        base: format!("https://localhost:{}", running.addr.port()),
-        health: format!("http://127.0.0.1:{}", running.health_addr.port()),
-        client: https_client(&ca),
-        running,
-        dir,
-    }
+    TestServer::start_full(test_config(), None, Some(cluster), false).await
 }
 
 /// The pod the upstream controller creates for the first Sandbox or SandboxTemplate in `file`.

@@ -16,18 +16,7 @@ use tokio_rustls::TlsConnector;
 
 fn connector(ca: &std::path::Path) -> TlsConnector {
     let pem = std::fs::read(ca).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in sandbox_admission::certs::parse_certs(ca, &pem).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(Arc::new(common::trusting(&[&pem])))
 }
 
 #[tokio::test]

@@ -36,19 +36,8 @@ pub fn test_config() -> Config {
 
 /// An HTTPS client (HTTP/1.1 and h2) that trusts exactly the CA in `ca_pem`.
 pub fn https_client(ca_file: &Path) -> HttpsClient {
-    sandbox_admission::certs::install_crypto_provider();
     let pem = std::fs::read(ca_file).expect("CA file");
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in sandbox_admission::certs::parse_certs(ca_file, &pem).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = trusting(&[&pem]);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -57,12 +46,38 @@ pub fn https_client(ca_file: &Path) -> HttpsClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
+/// A TLS client configuration (ring) that trusts exactly the CA certificates in these PEM bundles.
+pub fn trusting(bundles: &[&[u8]]) -> rustls::ClientConfig {
+    sandbox_admission::certs::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in bundles {
+        for cert in sandbox_admission::certs::parse_certs(Path::new("CA bundle"), pem).unwrap() {
+            roots.add(cert).unwrap();
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(test_config(), None).await
     }
 
     pub async fn start_with(config: Config, policies_dir: Option<PathBuf>) -> TestServer {
+        Self::start_full(config, policies_dir, None, true).await
+    }
+
+    /// Everything `serve` can be given: a policy directory, cluster access, the decision log.
+    pub async fn start_full(
+        config: Config,
+        policies_dir: Option<PathBuf>,
+        cluster: Option<Arc<dyn sandbox_admission::cluster::ClusterAccess>>,
+        decision_log: bool,
+    ) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let running = server::start(ServeSettings {
             config,
@@ -71,8 +86,8 @@ impl TestServer {
                 dir: dir.path().join("certs"),
             },
             policies_dir,
-            decision_log: true,
-            cluster: None,
+            decision_log,
+            cluster,
         })
         .await
         .expect("server starts");
