@@ -14,8 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::TokioIo;
 use sandbox_admission::certs;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -41,17 +40,7 @@ pub async fn serve(cert_dir: &Path) -> anyhow::Result<()> {
             let Ok(tls) = acceptor.accept(stream).await else {
                 return;
             };
-            let mut builder = Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .keep_alive(true);
-            builder
-                .http2()
-                .timer(TokioTimer::new())
-                .keep_alive_interval(Some(Duration::from_secs(30)))
-                .max_concurrent_streams(256);
+            let builder = sandbox_admission::server::tls::http_builder(Duration::from_secs(5));
             let service = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
                 // Read the body like a real webhook must, then answer without looking at it.
                 let _ = req.into_body().collect().await;

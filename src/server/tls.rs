@@ -85,6 +85,23 @@ pub async fn serve(
     }
 }
 
+/// The HTTP/1.1 + h2 connection settings of the HTTPS port (public so that the benchmark's no-op
+/// responder runs on exactly the same stack).
+pub fn http_builder(header_timeout: Duration) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(256);
+    builder
+}
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -117,17 +134,7 @@ async fn connection(
             return;
         }
     };
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(256);
+    let builder = http_builder(settings.header_timeout);
     let service = TowerToHyperService::new(router);
     let conn = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(conn);
