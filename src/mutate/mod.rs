@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
-use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -32,6 +31,7 @@ pub use patch::Refusal;
 
 use bookkeeping::Bookkeeping;
 use runtime::{Placement, Source};
+use sandbox_pod::PodHead;
 
 /// What mutation decided for one request.
 #[derive(Debug, Clone, Default)]
@@ -89,9 +89,9 @@ impl Mutator {
         let object = req
             .object()
             .ok_or_else(|| Refusal::new("CREATE Pod request carries no object"))?;
-        let pod = Pod::deserialize(object)
+        let pod = PodHead::deserialize(object)
             .map_err(|e| Refusal::new(format!("the pod cannot be read as a v1 Pod: {e}")))?;
-        let Some(identity) = sandbox_pod::identify(&pod) else {
+        let Some(identity) = sandbox_pod::identify(&pod.metadata) else {
             return Ok(MutationOutcome::default());
         };
         let namespace = if req.namespace.is_empty() {
@@ -200,7 +200,7 @@ impl Mutator {
     /// under, if any (for its label).
     async fn set_runtime<'a>(
         &'a self,
-        pod: &Pod,
+        pod: &PodHead,
         mutated: &mut Value,
         (name, profile, source): (&'a str, &'a RuntimeProfile, Source),
         out: &mut MutationOutcome,

@@ -5,7 +5,8 @@
 //! that carries the label without the reference (adopted, or created by hand) is still treated as
 //! a sandbox, so it cannot escape isolation by dropping one of the two.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 
 use super::labels::name_hash;
 
@@ -27,9 +28,25 @@ pub struct SandboxIdentity {
     pub claim_uid: Option<String>,
 }
 
-/// The Sandbox identity of `pod`, or `None` when it is not a Sandbox pod.
-pub fn identify(pod: &Pod) -> Option<SandboxIdentity> {
-    let meta = &pod.metadata;
+/// The parts of a pod that mutation reads before it edits the raw JSON. Reading just these, not
+/// a whole typed `Pod`, keeps the hot path cheap; the rest of the pod is only ever edited as JSON.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodHead {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Option<SpecHead>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecHead {
+    #[serde(default)]
+    pub runtime_class_name: Option<String>,
+}
+
+/// The Sandbox identity of a pod with metadata `meta`, or `None` when it is not a Sandbox pod.
+pub fn identify(meta: &ObjectMeta) -> Option<SandboxIdentity> {
     let owner = meta.owner_references.iter().flatten().find(|r| {
         r.controller == Some(true)
             && r.kind == "Sandbox"
@@ -60,8 +77,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn pod(v: serde_json::Value) -> Pod {
-        serde_json::from_value(v).unwrap()
+    fn pod(v: serde_json::Value) -> ObjectMeta {
+        serde_json::from_value::<PodHead>(v).unwrap().metadata
     }
 
     fn owner(api_version: &str, kind: &str, controller: bool) -> serde_json::Value {

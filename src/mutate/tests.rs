@@ -397,13 +397,23 @@ async fn other_requests_pass_untouched() {
 #[tokio::test]
 async fn unreadable_pod_is_denied() {
     let mut pod = sandbox_pod();
-    pod["spec"]["containers"] = json!("not a list");
+    pod["metadata"]["labels"] = json!("not a map");
     let denial = offline()
         .mutate(&request(pod, "CREATE", false))
         .await
         .denial
         .unwrap();
     assert!(denial.contains("cannot be read"), "{denial}");
+
+    // The spec is only read where mutation edits it, and a wrong shape there is named.
+    let mut pod = sandbox_pod();
+    pod["spec"]["containers"] = json!("not a list");
+    let denial = offline()
+        .mutate(&request(pod, "CREATE", false))
+        .await
+        .denial
+        .unwrap();
+    assert!(denial.contains("spec.containers is not a list"), "{denial}");
 }
 
 #[tokio::test]

@@ -1,14 +1,18 @@
-//! Judging one request: all matching policies in one query on a clone of the warmed engine.
+//! Judging one request: one evaluation of the generated verdicts rule on a clone of the warmed
+//! engine.
 //!
-//! Each policy sees its own `input.parameters` (Gatekeeper's contract) through a `with`
-//! modifier in its query statement, so one evaluation serves every policy. If that evaluation
-//! fails, each matching policy is re-run alone so the failure is pinned on the right policy and
-//! the others still report their verdicts.
+//! The verdicts module (built at load, see `set.rs`) holds one rule per policy, each guarded by
+//! the request's run list, and one rule gathering them all. So a request is a single rule
+//! evaluation: no query text to parse or schedule, helpers shared by all policies computed once,
+//! and policies that do not match the request never evaluated. If that evaluation fails, each
+//! matching policy is re-run alone so the failure is pinned on the right policy and the others
+//! still report their verdicts.
 
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
 
 use super::meta::FailurePolicy;
-use super::set::{Policy, PolicySet};
+use super::set::{Policy, PolicySet, RUN_KEY, VERDICTS_RULE};
 use super::{Action, PolicyHit};
 use crate::admission::AdmissionRequest;
 
@@ -25,44 +29,59 @@ pub(super) fn is_failure_message(message: &str) -> bool {
 /// Longest evaluation-error text put in a deny message; the rest is in the log.
 const MAX_ERROR_CHARS: usize = 300;
 
+/// `input` for a request: `{"review": …, "parameters": {}}`, the review with the Namespace as
+/// `namespaceObject` when known (Gatekeeper's contract). Converted from the decoded JSON by
+/// reference: the review is not copied first.
+fn policy_input(
+    req: &AdmissionRequest,
+    namespace: Option<&Value>,
+) -> anyhow::Result<regorus::Value> {
+    let mut review = regorus::Value::deserialize(&req.raw)?;
+    if let (Some(ns), Ok(map)) = (namespace, review.as_object_mut()) {
+        map.insert(
+            regorus::Value::from("namespaceObject"),
+            regorus::Value::deserialize(ns)?,
+        );
+    }
+    let mut input = regorus::Value::new_object();
+    let map = input.as_object_mut()?;
+    map.insert(regorus::Value::from("review"), review);
+    map.insert(
+        regorus::Value::from("parameters"),
+        regorus::Value::new_object(),
+    );
+    Ok(input)
+}
+
 impl PolicySet {
     /// The violations `req` causes, one hit per violation, in policy order.
     pub fn evaluate(&self, req: &AdmissionRequest, namespace: Option<&Value>) -> Vec<PolicyHit> {
-        let matching: Vec<&Policy> = self
+        let matching: Vec<(usize, &Policy)> = self
             .policies
             .iter()
-            .filter(|p| p.meta.applies_to(req))
+            .enumerate()
+            .filter(|(_, p)| p.meta.applies_to(req))
             .collect();
         if matching.is_empty() {
             return Vec::new();
         }
-        let mut review = req.raw.clone();
-        if let (Some(ns), Value::Object(map)) = (namespace, &mut review) {
-            map.insert("namespaceObject".into(), ns.clone());
-        }
-        let input = regorus::Value::from(json!({"review": review, "parameters": {}}));
-        let mut engine = self.engine.clone();
-        engine.set_input(input.clone());
-        let query = matching
-            .iter()
-            .map(|p| p.statement.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        match engine.eval_query(query, false) {
-            Ok(results) => {
-                let bindings = results
-                    .result
-                    .first()
-                    .map(|r| r.bindings.clone())
-                    .unwrap_or(regorus::Value::Undefined);
-                matching
-                    .iter()
-                    .flat_map(|p| hits_of(p, &bindings[&regorus::Value::from(p.binding.as_str())]))
-                    .collect()
+        let input = match policy_input(req, namespace) {
+            Ok(input) => input,
+            Err(err) => {
+                let err = err.context("the review cannot be given to the policies");
+                return matching.iter().map(|(_, p)| failure_hit(p, &err)).collect();
             }
+        };
+        let mut engine = self.engine.clone();
+        engine.set_input(with_run_list(&input, &matching));
+        match engine.eval_rule(VERDICTS_RULE.into()) {
+            Ok(verdicts) => matching
+                .iter()
+                .flat_map(|(i, p)| hits_of(p, &verdicts[&regorus::Value::from(i.to_string())]))
+                .collect(),
             Err(_) => matching
                 .iter()
-                .flat_map(|p| self.evaluate_one(&input, p))
+                .flat_map(|(_, p)| self.evaluate_one(&input, p))
                 .collect(),
         }
     }
@@ -91,6 +110,24 @@ impl PolicySet {
 }
 
 /// Hits from one policy's violations (an array of Gatekeeper `{"msg", "details"}` objects).
+/// `input` plus the run list naming the matching policies by index.
+fn with_run_list(input: &regorus::Value, matching: &[(usize, &Policy)]) -> regorus::Value {
+    let mut run = regorus::Value::new_object();
+    if let Ok(map) = run.as_object_mut() {
+        for (i, _) in matching {
+            map.insert(
+                regorus::Value::from(i.to_string()),
+                regorus::Value::from(true),
+            );
+        }
+    }
+    let mut input = input.clone();
+    if let Ok(map) = input.as_object_mut() {
+        map.insert(regorus::Value::from(RUN_KEY), run);
+    }
+    input
+}
+
 fn hits_of(policy: &Policy, violations: &regorus::Value) -> Vec<PolicyHit> {
     let regorus::Value::Array(list) = violations else {
         // The statement always binds an array; anything else means the query went wrong.

@@ -40,9 +40,12 @@ pub struct Policy {
     pub action: Action,
     pub failure: FailurePolicy,
     pub(super) meta: Metadata,
-    /// The query statement binding this policy's violations to `binding`.
+    /// The query statement binding this policy's violations to `binding` (used alone to pin an
+    /// evaluation failure on this policy, and by the load probe).
     pub(super) statement: String,
     pub(super) binding: String,
+    /// The comprehension body yielding each violation as `v`, for the verdicts module.
+    violations: String,
 }
 
 pub struct PolicySet {
@@ -115,6 +118,13 @@ impl PolicySet {
                     continue;
                 }
             };
+            if package.starts_with("data.__sandbox_admission") {
+                issues.push(issue(
+                    &file.path,
+                    format!("package {package} is reserved for sandbox-admission's own modules"),
+                ));
+                continue;
+            }
             if compile::role_of(&file.path, &package) == Role::Library {
                 packages.insert(package, file.path.clone());
                 continue;
@@ -241,14 +251,16 @@ impl PolicySet {
                 }
             }
             let binding = format!("__r{index}");
-            let collect = format!("{binding} := [v | v := {package}.violation[_]]");
             // A `with` makes regorus drop every cached rule value, so shared helpers would be
             // recomputed for each policy; policies whose parameters were rewritten need none.
-            let statement = if direct {
-                collect
+            let violations = if direct {
+                format!("v := {package}.violation[_]")
             } else {
-                format!("{collect} with input.parameters as data.{PARAMS_ROOT}.parameters.{key}")
+                format!(
+                    "v := {package}.violation[_] with input.parameters as data.{PARAMS_ROOT}.parameters.{key}"
+                )
             };
+            let statement = format!("{binding} := [v | {violations}]");
             params.insert(key, meta.parameters.clone());
             policies.push(Policy {
                 name,
@@ -258,6 +270,7 @@ impl PolicySet {
                 meta,
                 statement,
                 binding,
+                violations,
             });
         }
         if issues.is_empty() {
@@ -265,6 +278,13 @@ impl PolicySet {
         }
         if !issues.is_empty() {
             return Err(PolicyLoadError { issues });
+        }
+        if let Err(e) = engine.add_policy(VERDICTS_FILE.into(), verdicts_module(&policies)) {
+            return Err(PolicyLoadError::one(
+                origin,
+                None,
+                format!("cannot build the verdicts module: {e}"),
+            ));
         }
         let mut data = json!({PARAMS_ROOT: {"parameters": params}});
         if has_templates {
@@ -341,6 +361,28 @@ impl PolicySet {
             Err(PolicyLoadError { issues })
         }
     }
+}
+
+/// The generated module that gathers every policy's violations into one rule, so that a request
+/// costs one evaluation (one rule cache, helpers computed once) and no query parsing.
+const VERDICTS_FILE: &str = "<sandbox-admission verdicts>";
+pub(super) const VERDICTS_RULE: &str = "data.__sandbox_admission_verdicts.all";
+/// The input key naming the policies a request runs: `{"3": true, ...}` by policy index. Each
+/// policy's rule is guarded by it, so policies that do not match the request cost nothing.
+pub(super) const RUN_KEY: &str = "__sandbox_admission_run";
+
+fn verdicts_module(policies: &[Policy]) -> String {
+    let mut text = String::from("package __sandbox_admission_verdicts\n\nimport rego.v1\n\n");
+    let mut all = Vec::with_capacity(policies.len());
+    for (i, policy) in policies.iter().enumerate() {
+        text.push_str(&format!(
+            "p{i} := [v | input.{RUN_KEY}[\"{i}\"]; {}]\n",
+            policy.violations
+        ));
+        all.push(format!("\"{i}\": p{i}"));
+    }
+    text.push_str(&format!("\nall := {{{}}}\n", all.join(", ")));
+    text
 }
 
 /// Time limit of the load-time probe of each policy against an empty review.
@@ -420,6 +462,30 @@ pub(in crate::policy) fn direct_parameters(text: &str, data_ref: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::direct_parameters;
+    use super::{PolicyConfig, PolicySet, SourceFile};
+
+    fn file(path: &str, text: &str) -> SourceFile {
+        SourceFile {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn the_verdicts_package_is_reserved() {
+        let files = [
+            file(
+                "p.rego",
+                "package __sandbox_admission_verdicts\nimport rego.v1\nviolation contains {\"msg\": \"x\"} if true\n",
+            ),
+            file("p.yaml", "kinds: [{group: \"\", kind: Pod}]\n"),
+        ];
+        let err = PolicySet::compile(&files, "t".into(), &PolicyConfig::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("reserved"), "{err}");
+    }
 
     #[test]
     fn parameters_are_rewritten_only_when_every_input_use_is_plain() {
