@@ -9,6 +9,11 @@ use sandbox_admission::metrics::Metrics;
 use sandbox_admission::policy::{PolicyConfig, PolicySource, PolicyStore};
 use serde_json::{Value, json};
 
+/// Same allocator as the server binary: regorus allocates per evaluation, so glibc's malloc
+/// would make these figures slower than what `serve` pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn sandbox_review(spec: Value) -> AdmissionRequest {
     AdmissionRequest::from_value(json!({
         "uid": "bench",

@@ -275,13 +275,33 @@ pub fn decide_mutation(req: &AdmissionRequest, outcome: MutationOutcome) -> Deci
     if !mutations.is_empty() {
         response
             .audit_annotations
-            .insert("mutations".into(), mutations.join(", "));
+            .insert("mutations".into(), mutations_annotation(&mutations));
     }
     Decision {
         response,
         hits: Vec::new(),
         mutations,
     }
+}
+
+/// Longest `mutations` audit annotation: the API server keeps audit annotations in every audit
+/// event, so a pod with hundreds of containers must not put kilobytes there. The decision log
+/// keeps the whole list.
+const MAX_MUTATIONS_ANNOTATION: usize = 1024;
+
+/// The changes, comma-separated, cut after whole entries with a count of what was left out.
+fn mutations_annotation(mutations: &[String]) -> String {
+    let mut text = String::new();
+    for (i, m) in mutations.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        if text.len() + sep.len() + m.len() > MAX_MUTATIONS_ANNOTATION {
+            text.push_str(&format!("{sep}… and {} more", mutations.len() - i));
+            break;
+        }
+        text.push_str(sep);
+        text.push_str(m);
+    }
+    text
 }
 
 /// Policy hits → answer: every deny-policy in the message, warn-policies as warnings, dry-run
@@ -322,6 +342,23 @@ pub fn decide_validation(req: &AdmissionRequest, hits: Vec<PolicyHit>) -> Decisi
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_mutation_lists_are_cut_in_the_annotation() {
+        let few = vec!["a=1".to_string(), "b=2".to_string()];
+        assert_eq!(super::mutations_annotation(&few), "a=1, b=2");
+        let many: Vec<String> = (0..500)
+            .map(|i| format!("containers[c{i}] hardened"))
+            .collect();
+        let text = super::mutations_annotation(&many);
+        assert!(
+            text.len() <= super::MAX_MUTATIONS_ANNOTATION + 40,
+            "{}",
+            text.len()
+        );
+        assert!(text.starts_with("containers[c0] hardened, "), "{text}");
+        assert!(text.ends_with(" more"), "{text}");
+    }
+
     use super::*;
     use serde_json::json;
 
