@@ -153,3 +153,57 @@ fn a_configmap_style_symlink_swap_is_picked_up() {
     std::fs::remove_dir_all(root.join("..gen1")).unwrap();
     wait_for("the new generation", || messages(&store) == vec!["second"]);
 }
+
+fn reloads(metrics: &Metrics) -> String {
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("sandbox_admission_policy_reload_total"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A ConfigMap volume as the kubelet writes it: each generation in a hidden `..<version>`
+/// directory, `..data` pointing at the live one, visible files as symlinks through `..data`.
+#[test]
+fn configmap_staging_writes_do_not_reload_and_the_swap_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let stage = |version: &str, msg: &str| {
+        let generation = root.join(version);
+        std::fs::create_dir(&generation).unwrap();
+        std::fs::write(generation.join("p.rego"), policy(msg)).unwrap();
+        std::fs::write(generation.join("p.yaml"), META).unwrap();
+    };
+    let swap = |version: &str| {
+        let tmp = root.join("..data_tmp");
+        std::os::unix::fs::symlink(version, &tmp).unwrap();
+        std::fs::rename(&tmp, root.join("..data")).unwrap();
+    };
+    stage("..v1", "first");
+    swap("..v1");
+    for name in ["p.rego", "p.yaml"] {
+        std::os::unix::fs::symlink(Path::new("..data").join(name), root.join(name)).unwrap();
+    }
+    let metrics = Arc::new(Metrics::new());
+    let config = PolicyConfig {
+        reload_debounce_ms: 50,
+        ..PolicyConfig::default()
+    };
+    let store =
+        PolicyStore::load(&PolicySource::Dir(root.into()), &config, metrics.clone()).unwrap();
+    let _guard = store.watch(root).unwrap();
+    assert_eq!(messages(&store), vec!["first"]);
+    let before = reloads(&metrics);
+
+    // The kubelet's staging writes change nothing that is read: no reload for them.
+    stage("..v2", "second");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(reloads(&metrics), before, "staging writes caused a reload");
+    assert_eq!(messages(&store), vec!["first"]);
+
+    // The swap does.
+    swap("..v2");
+    wait_for("the swapped set", || messages(&store) == vec!["second"]);
+    assert!(!failures(&metrics));
+}

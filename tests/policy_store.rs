@@ -273,6 +273,29 @@ fn an_undefined_reference_is_a_compile_error() {
     );
 }
 
+#[test]
+fn a_policy_that_errors_on_an_empty_review_is_named_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "good.rego",
+        "package t.good\nviolation contains {\"msg\": \"x\"} if input.review.object.spec.x == 1\n",
+    );
+    write(dir.path(), "good.yaml", SANDBOX_KIND);
+    write(
+        dir.path(),
+        "bad.rego",
+        "package t.bad\nviolation contains {\"msg\": m} if m := concat(\",\", 1)\n",
+    );
+    write(dir.path(), "bad.yaml", SANDBOX_KIND);
+    let err = load_err(dir.path());
+    assert!(
+        err.contains("bad.rego") && err.contains("fails on an empty review"),
+        "{err}"
+    );
+    assert!(!err.contains("good.rego"), "{err}");
+}
+
 /// A policy that would run for hours: two nested loops of 10^5 (small memory, huge time).
 const ENDLESS: &str = "package t.endless\nviolation contains {\"msg\": \"never\"} if {\n  input.review.object.spec.x == 1\n  some i in numbers.range(1, 100000)\n  some j in numbers.range(1, 100000)\n  i == j + 100000\n}\n";
 

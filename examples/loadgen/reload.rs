@@ -1,7 +1,10 @@
-//! Policy reload time for a set of 100 policies: generate them into a temp dir (the repository's
-//! own `policies/` first, then generated Gatekeeper-style policies up to 100), start the server
-//! with `--policies DIR`, rewrite every file at once (as a ConfigMap update does) and time until
-//! `sandbox_admission_policy_reload_total{result="success"}` moves on `/metrics`.
+//! Policy reload time for a set of 100 policies: generate them (the repository's own `policies/`
+//! first, then generated Gatekeeper-style policies up to 100) in the layout of a ConfigMap
+//! volume, start the server with `--policies DIR`, then publish a new version the way the kubelet
+//! does (write it into a fresh `..<version>` directory, then atomically re-point the `..data`
+//! symlink) and time from that swap until `sandbox_admission_policy_reload_total{result="success"}`
+//! moves on `/metrics`. Timing from the swap, not from the first file written, keeps the disk's
+//! write speed out of the figure: the kubelet's swap is one rename.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -70,11 +73,36 @@ fn reloads(metrics: &str, result: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
+/// Write version `version` of the set into `dir/..v{version}` and point `dir/..data` at it; the
+/// first call also creates the visible per-file symlinks `dir/NAME -> ..data/NAME`.
+fn publish(dir: &Path, repo_policies: &Path, version: u32) -> anyhow::Result<Vec<String>> {
+    let generation = format!("..v{version}");
+    let stems = generate(&dir.join(&generation), repo_policies, version)?;
+    swap_data(dir, &generation)?;
+    if version == 0 {
+        for entry in std::fs::read_dir(dir.join(&generation))? {
+            let name = entry?.file_name();
+            std::os::unix::fs::symlink(Path::new("..data").join(&name), dir.join(&name))?;
+        }
+    }
+    Ok(stems)
+}
+
+/// Re-point `dir/..data` at `generation` in one rename, as the kubelet does.
+fn swap_data(dir: &Path, generation: &str) -> anyhow::Result<()> {
+    let staged = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&staged);
+    std::os::unix::fs::symlink(generation, &staged)?;
+    std::fs::rename(&staged, dir.join("..data"))?;
+    Ok(())
+}
+
 /// Measure `rounds` reloads of a 100-policy set. Err when this build cannot load policies.
 pub fn measure(binary: &Path, repo_policies: &Path, rounds: usize) -> anyhow::Result<Value> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("policies");
-    let stems = generate(&dir, repo_policies, 0)?;
+    std::fs::create_dir_all(&dir)?;
+    let stems = publish(&dir, repo_policies, 0)?;
     let extra = vec!["--policies".to_string(), dir.display().to_string()];
     let server = spawn::server(binary, &tmp.path().join("certs"), &extra)
         .context("the server did not start with --policies (is the policy engine merged?)")?;
@@ -86,11 +114,17 @@ pub fn measure(binary: &Path, repo_policies: &Path, rounds: usize) -> anyhow::Re
     let mut times = Vec::new();
     let mut outcome = Ok(());
     for round in 1..=rounds {
+        // Write the next version beside the live one, then swap `..data` (timed from the swap).
+        let version = round as u32;
+        let generation = format!("..v{version}");
+        generate(&dir.join(&generation), repo_policies, version)?;
+        // The server ignores writes into a `..` generation directory, as it must for the kubelet's
+        // staging writes; a pause anyway, so that a server that did not would not skew the figure.
+        std::thread::sleep(Duration::from_millis(800));
         let before = http_get(health, "/metrics")?;
         let (ok0, fail0) = (reloads(&before, "success"), reloads(&before, "failure"));
         let t0 = Instant::now();
-        // Rewrite every generated policy (new content), as a ConfigMap swap replaces all files.
-        generate(&dir, repo_policies, round as u32)?;
+        swap_data(&dir, &generation)?;
         let mut done = None;
         for _ in 0..5000 {
             let m = http_get(health, "/metrics")?;

@@ -73,7 +73,7 @@ impl PolicySet {
             }
         };
         let mut engine = self.engine.clone();
-        engine.set_input(with_run_list(&input, &matching));
+        engine.set_input(with_run_list(&input, matching.iter().map(|(i, _)| *i)));
         match engine.eval_rule(VERDICTS_RULE.into()) {
             Ok(verdicts) => matching
                 .iter()
@@ -110,11 +110,14 @@ impl PolicySet {
 }
 
 /// Hits from one policy's violations (an array of Gatekeeper `{"msg", "details"}` objects).
-/// `input` plus the run list naming the matching policies by index.
-fn with_run_list(input: &regorus::Value, matching: &[(usize, &Policy)]) -> regorus::Value {
+/// `input` plus the run list naming the policies to evaluate, by index.
+pub(super) fn with_run_list(
+    input: &regorus::Value,
+    indices: impl IntoIterator<Item = usize>,
+) -> regorus::Value {
     let mut run = regorus::Value::new_object();
     if let Ok(map) = run.as_object_mut() {
-        for (i, _) in matching {
+        for i in indices {
             map.insert(
                 regorus::Value::from(i.to_string()),
                 regorus::Value::from(true),

@@ -64,8 +64,11 @@ fn reload_loop(
     source: &PolicySource,
     debounce: Duration,
 ) {
+    let PolicySource::Dir(root) = source else {
+        return;
+    };
     while let Ok(event) = rx.recv() {
-        if !is_change(&event) {
+        if !is_change(&event, root) {
             continue;
         }
         // Debounce: an editor save or a ConfigMap swap is a burst of events; reload once after.
@@ -84,13 +87,78 @@ fn reload_loop(
     }
 }
 
-/// Reading the files during a reload produces access events; reacting to them would loop.
-fn is_change(event: &notify::Result<notify::Event>) -> bool {
+/// Reading the files during a reload produces access events; reacting to them would loop. And
+/// the kubelet writes each new ConfigMap generation into a hidden `..<timestamp>` directory before
+/// it swaps the `..data` link: those staging writes change nothing that is read (hidden entries
+/// are skipped), so only the swap, or a change to a visible file, triggers a reload.
+fn is_change(event: &notify::Result<notify::Event>, root: &Path) -> bool {
     match event {
-        Ok(e) => !matches!(e.kind, EventKind::Access(_)),
+        Ok(e) => {
+            !matches!(e.kind, EventKind::Access(_))
+                && (e.paths.is_empty() || e.paths.iter().any(|p| is_read(p, root)))
+        }
         Err(err) => {
             tracing::warn!(error = %err, "policy directory watch error");
             false
         }
+    }
+}
+
+/// Whether `path` is something a reload reads: not under a hidden entry other than `..data`.
+/// Paths outside `root` (or when the watcher reports none) count, to be safe.
+fn is_read(path: &Path, root: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(root) else {
+        return true;
+    };
+    relative.components().all(|c| {
+        let name = c.as_os_str().to_string_lossy();
+        !name.starts_with('.') || name == "..data"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, paths: &[&str]) -> notify::Result<notify::Event> {
+        let mut e = notify::Event::new(kind);
+        for p in paths {
+            e = e.add_path(p.into());
+        }
+        Ok(e)
+    }
+
+    #[test]
+    fn staging_writes_are_ignored_and_the_swap_is_not() {
+        let root = Path::new("/etc/policies");
+        let write = EventKind::Create(CreateKind::File);
+        assert!(!is_change(
+            &event(write, &["/etc/policies/..2026_11_28/a.rego"]),
+            root
+        ));
+        assert!(!is_change(
+            &event(write, &["/etc/policies/..data_tmp"]),
+            root
+        ));
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
+        assert!(is_change(
+            &event(
+                rename,
+                &["/etc/policies/..data_tmp", "/etc/policies/..data"]
+            ),
+            root
+        ));
+        assert!(is_change(&event(write, &["/etc/policies/a.rego"]), root));
+        assert!(is_change(
+            &event(write, &["/etc/policies/sub/a.rego"]),
+            root
+        ));
+        assert!(!is_change(
+            &event(write, &["/etc/policies/.git/index"]),
+            root
+        ));
+        let read = EventKind::Access(notify::event::AccessKind::Any);
+        assert!(!is_change(&event(read, &["/etc/policies/a.rego"]), root));
     }
 }

@@ -345,6 +345,12 @@ impl PolicySet {
             limit: PROBE_TIME_LIMIT,
             check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
         });
+        // All policies in one evaluation first; only a failure needs each one alone, to name it.
+        let mut engine = probe_engine.clone();
+        engine.set_input(super::eval::with_run_list(&input, 0..self.policies.len()));
+        if engine.eval_rule(VERDICTS_RULE.into()).is_ok() {
+            return Ok(());
+        }
         let mut issues = Vec::new();
         for policy in &self.policies {
             let mut engine = probe_engine.clone();
