@@ -219,6 +219,12 @@ async fn every_fixture_pod_is_mutated_validly_and_idempotently() {
         let mut patched = pod.clone();
         json_patch::patch(&mut patched, &out.patch)
             .unwrap_or_else(|e| panic!("{origin}: patch does not apply: {e}"));
+        // The engine's own diff gives exactly what the json-patch crate's diff would.
+        assert_eq!(
+            out.patch,
+            json_patch::diff(pod, &patched).0,
+            "{origin}: patch differs from json_patch::diff"
+        );
 
         let typed: Pod = serde_json::from_value(patched.clone())
             .unwrap_or_else(|e| panic!("{origin}: mutated pod is not a Pod: {e}"));
