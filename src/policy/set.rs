@@ -472,10 +472,7 @@ mod tests {
     use super::{PolicyConfig, PolicySet, SourceFile};
 
     fn file(path: &str, text: &str) -> SourceFile {
-        SourceFile {
-            path: path.into(),
-            text: text.into(),
-        }
+        SourceFile::new(path, text)
     }
 
     #[test]

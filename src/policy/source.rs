@@ -24,6 +24,15 @@ pub struct SourceFile {
     pub text: String,
 }
 
+impl SourceFile {
+    pub fn new(path: impl Into<String>, text: impl Into<String>) -> Self {
+        SourceFile {
+            path: path.into(),
+            text: text.into(),
+        }
+    }
+}
+
 impl PolicySource {
     pub fn describe(&self) -> String {
         match self {
