@@ -109,7 +109,6 @@ impl PolicySet {
     }
 }
 
-/// Hits from one policy's violations (an array of Gatekeeper `{"msg", "details"}` objects).
 /// `input` plus the run list naming the policies to evaluate, by index.
 pub(super) fn with_run_list(
     input: &regorus::Value,
@@ -131,9 +130,10 @@ pub(super) fn with_run_list(
     input
 }
 
+/// Hits from one policy's violations (an array of Gatekeeper `{"msg", "details"}` objects).
 fn hits_of(policy: &Policy, violations: &regorus::Value) -> Vec<PolicyHit> {
     let regorus::Value::Array(list) = violations else {
-        // The statement always binds an array; anything else means the query went wrong.
+        // Its rule always yields an array; anything else means the evaluation went wrong.
         return vec![PolicyHit {
             policy: policy.name.clone(),
             action: failure_action(policy),
