@@ -1,8 +1,8 @@
 //! Editing the raw pod JSON in place, and turning the edit into an RFC 6902 patch.
 //!
 //! Edits go to a copy of the object exactly as the API server sent it, and the patch is the diff
-//! of the two: fields this crate does not model survive untouched, and `json_patch` escapes
-//! `/` and `~` in keys (`~1`, `~0`) and adds missing parent maps for us.
+//! of the two: fields this crate does not model survive untouched, `/` and `~` in keys are
+//! escaped (`~1`, `~0`), and a map the edit created is added whole.
 
 use serde_json::{Map, Value};
 
