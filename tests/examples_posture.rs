@@ -392,3 +392,47 @@ async fn a_template_that_does_not_decode_is_refused_clearly() {
     }
     server.stop().await;
 }
+
+/// With cluster access, a RuntimeClass is recognised by its handler: a class name no list knows
+/// is admitted when its handler is sandboxed (`kata-*`, `runsc`), refused when it is `runc`.
+#[tokio::test]
+async fn runtime_classes_are_recognised_by_handler_with_cluster_access() {
+    use sandbox_admission::cluster::{ClusterAccess, FakeCluster};
+    use std::sync::Arc;
+    let cluster: Arc<dyn ClusterAccess> = Arc::new(
+        FakeCluster::new()
+            .with_simple_runtime_class("gvisor", "runsc")
+            .with_simple_runtime_class("confidential", "kata-qemu-snp")
+            .with_simple_runtime_class("secure-gvisor", "runsc")
+            .with_simple_runtime_class("fast", "runc"),
+    );
+    let server = TestServer::start_full(common::test_config(), None, Some(cluster), false).await;
+    for (class, admitted) in [
+        ("confidential", true),
+        ("secure-gvisor", true),
+        ("fast", false),
+        ("missing-class", false),
+    ] {
+        let sandbox = json!({"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+            "metadata": {"name": format!("rc-{class}"), "namespace": "team-a"},
+            "spec": {"podTemplate": {"spec": {"runtimeClassName": class,
+                "containers": [{"name": "app", "image": "busybox"}]}}}});
+        let response = server
+            .review("/validate", request_for(&sandbox, "CREATE", "team-a"))
+            .await;
+        assert_eq!(response["allowed"], admitted, "{class}: {response}");
+        if !admitted {
+            assert!(
+                denied(&response).contains("sandbox-runtime-class"),
+                "{class}: {response}"
+            );
+        }
+        // The controller's pod is judged the same way.
+        let pod = controller_pod(&sandbox, "team-a");
+        let response = server
+            .review("/validate", request_for(&pod, "CREATE", "team-a"))
+            .await;
+        assert_eq!(response["allowed"], admitted, "pod {class}: {response}");
+    }
+    server.stop().await;
+}
