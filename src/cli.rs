@@ -47,6 +47,9 @@ pub enum Command {
     Review(crate::review::ReviewArgs),
     /// Time each policy (alone and as the whole set) on objects or reviews: what a policy costs.
     Bench(crate::bench::BenchArgs),
+    /// Re-judge recorded decisions with a candidate policy set: what would flip if it were deployed.
+    #[command(after_help = crate::replay::AFTER_HELP)]
+    Replay(crate::replay::ReplayArgs),
 }
 
 #[derive(Args, Default)]
@@ -328,5 +331,6 @@ pub fn run() -> ExitCode {
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Review(args) => crate::review::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Replay(args) => crate::replay::run(args),
     }
 }

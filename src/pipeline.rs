@@ -124,6 +124,17 @@ impl Admitter {
 
     /// Mutate or validate one decoded request and decide. No I/O beyond what mutation needs.
     pub async fn decide(&self, endpoint: Endpoint, req: &AdmissionRequest) -> Decision {
+        self.decide_with(endpoint, req, &self.policies).await
+    }
+
+    /// [`Admitter::decide`] with another policy set judging `/validate`: a candidate set (`replay`,
+    /// the shadow set) goes through exactly the steps the serving set does.
+    pub async fn decide_with(
+        &self,
+        endpoint: Endpoint,
+        req: &AdmissionRequest,
+        policies: &PolicyStore,
+    ) -> Decision {
         match endpoint {
             Endpoint::Mutate => decide_mutation(req, self.mutator.mutate(req).await),
             Endpoint::Validate => {
@@ -136,7 +147,7 @@ impl Admitter {
                 };
                 let (context, refusal) = self.validation_context(req).await;
                 let mut hits: Vec<PolicyHit> = refusal.into_iter().collect();
-                hits.extend(self.policies.evaluate_with(
+                hits.extend(policies.evaluate_with(
                     req,
                     &EvalContext {
                         namespace: namespace.as_ref(),
