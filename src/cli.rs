@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// Policy directory, watched for changes [default: the embedded policies/]
     #[arg(long, env = "SANDBOX_ADMISSION_POLICIES")]
     pub policies: Option<PathBuf>,
+    /// A candidate policy directory judged on live /validate traffic after each answer is sent
+    /// (never changing it); disagreements go to the decision log and metrics. Hot-reloaded.
+    #[arg(long, env = "SANDBOX_ADMISSION_SHADOW_POLICIES", value_name = "DIR")]
+    pub shadow_policies: Option<PathBuf>,
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -182,6 +186,9 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     if args.events {
         config.events.enabled = true;
+    }
+    if args.shadow_policies.is_some() {
+        config.shadow.policies = args.shadow_policies;
     }
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {

@@ -55,6 +55,36 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub validation: ValidationConfig,
+    /// A candidate policy set judged beside the serving one (`--shadow-policies`).
+    #[serde(default)]
+    pub shadow: ShadowConfig,
+}
+
+/// The shadow set: judged on live `/validate` traffic after each answer is sent, never
+/// changing or delaying it; disagreements go to the decision log and metrics (docs/admins.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// Policy directory of the candidate set, watched and hot-reloaded like the serving set's.
+    #[serde(default)]
+    pub policies: Option<PathBuf>,
+    /// Shadow evaluations waiting or running at once; beyond this a review is not shadowed,
+    /// only counted (`sandbox_admission_shadow_dropped_total`), so load never queues up.
+    #[serde(default = "default_shadow_pending")]
+    pub max_pending: usize,
+}
+
+fn default_shadow_pending() -> usize {
+    64
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        ShadowConfig {
+            policies: None,
+            max_pending: default_shadow_pending(),
+        }
+    }
 }
 
 /// How `/validate` judges Sandboxes and SandboxTemplates.

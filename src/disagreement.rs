@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{Action, PolicyHit};
 
+/// The `endpoint` of a shadow set's decision record.
+pub const SHADOW_ENDPOINT: &str = "shadow";
+
 /// Which way one policy's verdict moved, seen from the candidate (`after`) set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,6 +75,18 @@ impl Flip {
             Flip::DeniedToAllowed => "denied→allowed",
         }
     }
+}
+
+/// What a shadow record adds to a decision record: the live answer it disagrees with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowDetail {
+    /// The live set's `decision` (`allowed`, `warned`, `denied`).
+    pub live_decision: String,
+    pub live_allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flip: Option<Flip>,
+    pub changes: Vec<Change>,
 }
 
 /// The per-policy changes from `before` to `after`. Denials are compared by policy (a policy

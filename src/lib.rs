@@ -18,3 +18,4 @@ pub mod policy;
 pub mod replay;
 pub mod review;
 pub mod server;
+pub mod shadow;

@@ -27,6 +27,13 @@ pub struct ViolationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    pub policy: String,
+    /// `new_denial`, `gone_denial`, `new_warning`, `gone_warning` (the shadow set's view).
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub result: String,
 }
@@ -49,6 +56,11 @@ pub struct Metrics {
     pub decision_log_dropped: Counter,
     pub events_sent: Counter,
     pub events_dropped: Family<ReasonLabels, Counter>,
+    pub shadow_disagreements: Family<ShadowLabels, Counter>,
+    pub shadow_evaluations: Counter,
+    pub shadow_dropped: Counter,
+    pub shadow_policy_reloads: Family<ResultLabels, Counter>,
+    pub shadow_policies: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -133,7 +145,42 @@ impl Metrics {
             "Kubernetes Events not created, by reason (queue_full, rate_limited, api_error)",
             events_dropped.clone(),
         );
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        let shadow_evaluations = Counter::default();
+        let shadow_dropped = Counter::default();
+        let shadow_policy_reloads = Family::<ResultLabels, Counter>::default();
+        let shadow_policies = Gauge::default();
+        registry.register(
+            "shadow_disagreements",
+            "Shadow-set verdicts that differ from the live set's, by policy and direction",
+            shadow_disagreements.clone(),
+        );
+        registry.register(
+            "shadow_evaluations",
+            "Reviews the shadow set judged after the live answer was sent",
+            shadow_evaluations.clone(),
+        );
+        registry.register(
+            "shadow_dropped",
+            "Reviews the shadow set skipped because its evaluation slots were full",
+            shadow_dropped.clone(),
+        );
+        registry.register(
+            "shadow_policy_reload",
+            "Shadow policy set reloads, by result",
+            shadow_policy_reloads.clone(),
+        );
+        registry.register(
+            "shadow_policies_loaded",
+            "Policies in the shadow set",
+            shadow_policies.clone(),
+        );
         Metrics {
+            shadow_disagreements,
+            shadow_evaluations,
+            shadow_dropped,
+            shadow_policy_reloads,
+            shadow_policies,
             registry,
             requests,
             latency,

@@ -15,9 +15,11 @@ use crate::audit::{DecisionLog, DecisionRecord};
 use crate::cluster::{ClusterAccess, namespace_object};
 use crate::config::Config;
 use crate::config::Judge;
+use crate::disagreement::{self, Flip, SHADOW_ENDPOINT, ShadowDetail};
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
 use crate::mutate::{MutationOutcome, Mutator, Refusal};
 use crate::policy::{Action, EvalContext, PolicyHit, PolicySource, PolicyStore};
+use crate::shadow::Shadow;
 
 /// The name a denial carries when a Sandbox's or template's pod cannot be built or mutated.
 pub const EFFECTIVE_POD_POLICY: &str = "sandbox-effective-pod";
@@ -78,6 +80,15 @@ pub struct Admitter {
     pub cluster: Option<Arc<dyn ClusterAccess>>,
     /// `input.sandbox_admission.runtime_classes`: the configured profiles' RuntimeClasses.
     profile_classes: Value,
+    /// The candidate set judged after each `/validate` answer (`serve --shadow-policies`).
+    pub shadow: Option<Arc<Shadow>>,
+}
+
+/// A shadow evaluation waiting for its answer to be sent (see [`Admitter::handle_then`]).
+pub struct ShadowJob {
+    req: AdmissionRequest,
+    live: Decision,
+    _slot: crate::shadow::Slot,
 }
 
 impl Admitter {
@@ -97,6 +108,7 @@ impl Admitter {
         };
         let policies = PolicyStore::load(&source, &config.policy, metrics.clone())
             .map_err(|e| anyhow::anyhow!("policy set {} does not load:\n{e}", source.describe()))?;
+        let shadow = Shadow::load(&config.shadow, &config.policy, metrics.clone())?.map(Arc::new);
         let mutator = Mutator::new(&config, cluster.clone());
         let profile_classes = Value::Object(
             mutator
@@ -111,6 +123,7 @@ impl Admitter {
                 .collect(),
         );
         Ok(Admitter {
+            shadow,
             mutator,
             profile_classes,
             cluster,
@@ -217,7 +230,19 @@ impl Admitter {
 
     /// The whole pipeline for one HTTP body, within `deadline`.
     pub async fn handle(&self, endpoint: Endpoint, body: &[u8], deadline: Duration) -> Answer {
+        self.handle_then(endpoint, body, deadline).await.0
+    }
+
+    /// [`Admitter::handle`], plus the shadow set's evaluation of the same request, to be run
+    /// with [`Admitter::judge_shadow`] once the answer has been sent (the HTTPS routes do).
+    pub async fn handle_then(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        deadline: Duration,
+    ) -> (Answer, Option<ShadowJob>) {
         let started = Instant::now();
+        let mut job = None;
         self.metrics.in_flight.inc();
         let answer = match admission::decode(body) {
             Err(err) => self.refuse(endpoint, err),
@@ -241,11 +266,47 @@ impl Admitter {
                 };
                 let body = decision.response.to_review_json();
                 self.record(endpoint, &req, &decision, started.elapsed());
+                if endpoint == Endpoint::Validate
+                    && let Some(slot) = self.shadow.as_ref().and_then(|s| s.try_slot())
+                {
+                    job = Some(ShadowJob {
+                        req,
+                        live: decision,
+                        _slot: slot,
+                    });
+                }
                 Answer::Review(body)
             }
         };
         self.metrics.in_flight.dec();
-        answer
+        (answer, job)
+    }
+
+    /// Judge a request with the shadow set, and record how its verdict differs from the live
+    /// answer: each changed policy in `sandbox_admission_shadow_disagreements_total` and one
+    /// decision-log record (`endpoint: shadow`) per disagreeing review.
+    pub async fn judge_shadow(&self, job: ShadowJob) {
+        let Some(shadow) = &self.shadow else { return };
+        let started = Instant::now();
+        let candidate = self
+            .decide_with(Endpoint::Validate, &job.req, &shadow.store)
+            .await;
+        let changes = disagreement::changes(&job.live.hits, &candidate.hits);
+        let flip = Flip::between(job.live.response.allowed, candidate.response.allowed);
+        shadow.count(&changes);
+        if changes.is_empty() && flip.is_none() {
+            return;
+        }
+        let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut record = record_of(Endpoint::Validate, &job.req, &candidate, latency_us, false);
+        record.endpoint = SHADOW_ENDPOINT.into();
+        record.shadow = Some(ShadowDetail {
+            live_decision: job.live.label().into(),
+            live_allowed: job.live.response.allowed,
+            flip,
+            changes,
+        });
+        self.log.record(record);
     }
 
     fn refuse(&self, endpoint: Endpoint, err: DecodeError) -> Answer {
@@ -346,6 +407,7 @@ pub fn record_of(
         } else {
             None
         },
+        shadow: None,
     }
 }
 

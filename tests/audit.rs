@@ -78,6 +78,7 @@ fn records() -> Vec<DecisionRecord> {
                 latency_us: 100,
                 // Padding so that a few records fill the 1 KiB rotation size.
                 object: Some(json!({"padding": "x".repeat(300)})),
+                shadow: None,
             }
         })
         .collect()

@@ -25,6 +25,8 @@ pub enum DecisionArg {
 pub enum EndpointArg {
     Mutate,
     Validate,
+    /// The shadow set's disagreements (`serve --shadow-policies`)
+    Shadow,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

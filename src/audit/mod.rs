@@ -53,6 +53,10 @@ pub struct DecisionRecord {
     pub latency_us: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object: Option<Value>,
+    /// On a shadow record (`endpoint: shadow`): how the shadow set's verdict (the record's own
+    /// `decision` and `policies`) differs from the live answer to the same `uid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<crate::disagreement::ShadowDetail>,
 }
 
 /// The object body for a record written with `includeObjects` (`--log-objects`). A Secret's

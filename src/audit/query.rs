@@ -177,7 +177,12 @@ impl Filter {
             && any_or_empty(&self.users, |u| r.user == u)
             && any_or_empty(&self.kinds, |k| r.kind.eq_ignore_ascii_case(k))
             && any_or_empty(&self.decisions, |d| r.decision == d)
-            && any_or_empty(&self.endpoints, |e| r.endpoint == e)
+            && if self.endpoints.is_empty() {
+                // Shadow records are the candidate set's verdicts, not decisions: only on request.
+                r.endpoint != crate::disagreement::SHADOW_ENDPOINT
+            } else {
+                self.endpoints.contains(&r.endpoint)
+            }
     }
 }
 

@@ -194,6 +194,9 @@ pub struct PolicyStore {
     last_error: Mutex<Option<String>>,
     config: PolicyConfig,
     metrics: Arc<Metrics>,
+    /// A shadow set (`serve --shadow-policies`) counts its reloads and size in the `shadow_*`
+    /// metrics, so that it never reads as the serving set.
+    shadow: bool,
 }
 
 impl PolicyStore {
@@ -205,6 +208,7 @@ impl PolicyStore {
             last_error: Mutex::new(None),
             config,
             metrics: Arc::new(Metrics::new()),
+            shadow: false,
         }
     }
 
@@ -214,14 +218,57 @@ impl PolicyStore {
         config: &PolicyConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<PolicyStore>, PolicyLoadError> {
+        Self::load_as(source, config, metrics, false)
+    }
+
+    /// [`PolicyStore::load`] for a shadow set: judged beside the serving set, never answering.
+    pub fn load_shadow(
+        source: &PolicySource,
+        config: &PolicyConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<PolicyStore>, PolicyLoadError> {
+        Self::load_as(source, config, metrics, true)
+    }
+
+    fn load_as(
+        source: &PolicySource,
+        config: &PolicyConfig,
+        metrics: Arc<Metrics>,
+        shadow: bool,
+    ) -> Result<Arc<PolicyStore>, PolicyLoadError> {
         let set = PolicySet::compile(&source.read()?, source.describe(), config)?;
-        metrics.policies.set(gauge_value(set.len()));
-        Ok(Arc::new(PolicyStore {
+        let store = PolicyStore {
             current: ArcSwap::from_pointee(set),
             last_error: Mutex::new(None),
             config: config.clone(),
             metrics,
-        }))
+            shadow,
+        };
+        store
+            .size_gauge()
+            .set(gauge_value(store.current.load().len()));
+        Ok(Arc::new(store))
+    }
+
+    fn size_gauge(&self) -> &prometheus_client::metrics::gauge::Gauge {
+        if self.shadow {
+            &self.metrics.shadow_policies
+        } else {
+            &self.metrics.policies
+        }
+    }
+
+    fn reload_family(
+        &self,
+    ) -> &prometheus_client::metrics::family::Family<
+        crate::metrics::ResultLabels,
+        prometheus_client::metrics::counter::Counter,
+    > {
+        if self.shadow {
+            &self.metrics.shadow_policy_reloads
+        } else {
+            &self.metrics.policy_reloads
+        }
     }
 
     /// Judge one request against the policies that match its kind, operation and namespace.
@@ -260,15 +307,15 @@ impl PolicyStore {
                 let count = set.len();
                 self.current.store(Arc::new(set));
                 *self.last_error() = None;
-                self.metrics.policies.set(gauge_value(count));
-                self.metrics.reload(&self.metrics.policy_reloads, true);
-                tracing::info!(policies = count, source = %source.describe(), "policy set reloaded");
+                self.size_gauge().set(gauge_value(count));
+                self.metrics.reload(self.reload_family(), true);
+                tracing::info!(policies = count, source = %source.describe(), shadow = self.shadow, "policy set reloaded");
                 Ok(count)
             }
             Err(err) => {
                 *self.last_error() = Some(err.to_string());
-                self.metrics.reload(&self.metrics.policy_reloads, false);
-                tracing::error!(source = %source.describe(), error = %err, "policy set rejected; the previous set keeps serving");
+                self.metrics.reload(self.reload_family(), false);
+                tracing::error!(source = %source.describe(), error = %err, shadow = self.shadow, "policy set rejected; the previous set keeps serving");
                 Err(err)
             }
         }

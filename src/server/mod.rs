@@ -1,5 +1,6 @@
 //! `serve`: the HTTPS admission endpoints and the plain-HTTP health port, wired to one pipeline.
 
+pub mod after_sent;
 pub mod health;
 pub mod routes;
 pub mod tls;
@@ -152,6 +153,9 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         ),
         None => None,
     };
+    if let Some(shadow) = &admitter.shadow {
+        shadow.watch()?;
+    }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Rotation: new connections get the new pair as soon as it is written (Secret update,

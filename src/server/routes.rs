@@ -13,7 +13,7 @@ use axum::routing::post;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
-use crate::pipeline::{Admitter, Answer, Endpoint};
+use crate::pipeline::{Admitter, Answer, Endpoint, ShadowJob};
 
 /// The API server's own ceiling for `timeoutSeconds`.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,15 +132,26 @@ async fn admit(a: Arc<Admitter>, endpoint: Endpoint, p: Params, body: Body) -> R
             );
         }
     };
-    match a.handle(endpoint, &bytes, deadline).await {
+    let (answer, shadow) = a.handle_then(endpoint, &bytes, deadline).await;
+    match answer {
         Answer::Review(json) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
-            json,
+            Body::new(super::after_sent::AfterSent::new(
+                json,
+                shadow.map(|job| shadow_task(a.clone(), job)),
+            )),
         )
             .into_response(),
         Answer::BadRequest(message) => json_error(StatusCode::BAD_REQUEST, &message),
     }
+}
+
+/// The shadow evaluation, spawned once the answer is out.
+fn shadow_task(a: Arc<Admitter>, job: ShadowJob) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        tokio::spawn(async move { a.judge_shadow(job).await });
+    })
 }
 
 #[cfg(test)]
