@@ -13,6 +13,7 @@ mod client;
 mod noop;
 mod reload;
 mod report;
+mod shadow;
 mod spawn;
 mod stats;
 mod workload;
@@ -92,6 +93,12 @@ pub struct Args {
     reload: bool,
     #[arg(long, default_value_t = 3)]
     reload_rounds: usize,
+    /// Also measure p99 of validate-sandbox at --shadow-rate with and without a shadow set
+    #[arg(long)]
+    shadow: bool,
+    /// Reviews/s of the --shadow measurement
+    #[arg(long, default_value_t = 1000.0)]
+    shadow_rate: f64,
     /// The repository's policies, copied into the 100-policy set
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))]
     policies_src: PathBuf,
@@ -329,7 +336,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Value::Null
     };
+    let shadow = if args.shadow {
+        let s = LoadSettings {
+            rate: Some(args.shadow_rate).filter(|r| *r > 0.0),
+            ..settings.clone()
+        };
+        let items = Arc::new(items(&w, "validate-sandbox")?);
+        let measured = shadow::measure(
+            &args.binary,
+            &args.policies_src,
+            &args.server_args,
+            items,
+            &s,
+            args.h2,
+            args.rounds,
+        )
+        .await;
+        match measured {
+            Ok(v) => {
+                if !args.json {
+                    eprintln!(
+                        "shadow set, validate-sandbox@{}: p99 {:.1} µs without, {:.1} µs with ({} shadow evaluations, {} dropped)",
+                        args.shadow_rate,
+                        v["p99_us_without"].as_f64().unwrap_or(0.0),
+                        v["p99_us_with"].as_f64().unwrap_or(0.0),
+                        v["shadow_evaluations"],
+                        v["shadow_dropped"],
+                    );
+                }
+                v
+            }
+            Err(e) => json!({"error": format!("{e:#}")}),
+        }
+    } else {
+        Value::Null
+    };
     let report = json!({
+        "shadow": shadow,
         "machine": {"cores": cores()},
         "settings": {
             "connections": settings.connections, "protocol": if args.h2 { "h2" } else { "http/1.1" },
