@@ -68,3 +68,32 @@ fn review_takes_an_admission_review_as_given() {
     assert!(message.contains(r#"operation="UPDATE""#), "{message}");
     assert!(message.contains("old=1"), "{message}");
 }
+
+/// gatekeeper-library's pod-security-policy suites, unchanged (tests/fixtures/gatekeeper-library,
+/// Apache-2.0): every one of the 19 suites and all 140 of their cases pass, as under gator.
+#[test]
+fn gatekeeper_library_pod_security_suites_pass_unchanged() {
+    let dir = root().join("tests/fixtures/gatekeeper-library/library/pod-security-policy");
+    let mut suites: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().join("suite.yaml"))
+        .filter(|p| p.is_file())
+        .collect();
+    suites.sort();
+    assert_eq!(suites.len(), 19, "{suites:?}");
+    let mut args = vec!["policy".to_string(), "verify".to_string()];
+    args.extend(suites.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(last_line(&out), "140 passed, 0 failed", "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
+    for suite in &suites {
+        let shown = suite.display().to_string();
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("PASS {shown}: "))),
+            "no case of {shown} ran:\n{out}"
+        );
+    }
+}

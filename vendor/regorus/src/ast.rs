@@ -316,6 +316,133 @@ impl Drop for Expr {
     }
 }
 
+// sandbox-admission patch 4: terms of a negated expression that OPA evaluates outside the
+// negation.
+//
+// OPA's compiler moves the operands of a call in a body into expressions of their own before
+// the call (its `rewriteDynamics` step), so in `not f(input.x)` the reference `input.x` is
+// evaluated before `not`: when it is undefined the literal, and so the body, is undefined; the
+// negation never sees an undefined call. The same holds for every builtin written as an operator
+// (`<`, `!=`, `+`, `in`, ...), for elements of a composite term and for references used as an
+// index. Equality (`==`, `=`) is the exception: its operands stay in place, only what they
+// contain (elements, indices, nested calls) is moved. Measured against OPA v1 (see the tests).
+impl Expr {
+    /// The sub-expressions of `not <self>` that must be defined for the literal to hold.
+    pub fn negation_operands(&self) -> Vec<&Ref<Expr>> {
+        let mut out = Vec::new();
+        match self {
+            Self::Call { params, .. } => params.iter().for_each(|p| Self::hoist(p, &mut out)),
+            Self::BoolExpr {
+                op: BoolOp::Eq,
+                lhs,
+                rhs,
+                ..
+            }
+            | Self::AssignExpr {
+                op: AssignOp::Eq,
+                lhs,
+                rhs,
+                ..
+            } => {
+                lhs.hoist_inner(&mut out);
+                rhs.hoist_inner(&mut out);
+            }
+            Self::BoolExpr { lhs, rhs, .. }
+            | Self::ArithExpr { lhs, rhs, .. }
+            | Self::BinExpr { lhs, rhs, .. } => {
+                Self::hoist(lhs, &mut out);
+                Self::hoist(rhs, &mut out);
+            }
+            Self::Membership {
+                key,
+                value,
+                collection,
+                ..
+            } => {
+                if let Some(key) = key {
+                    Self::hoist(key, &mut out);
+                }
+                Self::hoist(value, &mut out);
+                Self::hoist(collection, &mut out);
+            }
+            Self::UnaryExpr { expr, .. } => Self::hoist(expr, &mut out),
+            _ => self.hoist_inner(&mut out),
+        }
+        out
+    }
+
+    /// An operand moved out whole when it needs evaluation (a variable, which may name a rule,
+    /// a reference, a call, a composite or an operator); literals and comprehensions (always
+    /// defined) need none. Terms with a `_` stay in place:
+    /// OPA refuses them in a negation (unsafe variable), so they keep this engine's meaning.
+    fn hoist<'a>(expr: &'a Ref<Expr>, out: &mut Vec<&'a Ref<Expr>>) {
+        match expr.as_ref() {
+            Self::String { .. }
+            | Self::RawString { .. }
+            | Self::Number { .. }
+            | Self::Bool { .. }
+            | Self::Null { .. }
+            | Self::ArrayCompr { .. }
+            | Self::SetCompr { .. }
+            | Self::ObjectCompr { .. } => {}
+            e if e.has_wildcard() => {}
+            _ => out.push(expr),
+        }
+    }
+
+    /// What a term that stays in place contains that is moved out: composite elements,
+    /// reference indices and call operands.
+    fn hoist_inner<'a>(&'a self, out: &mut Vec<&'a Ref<Expr>>) {
+        match self {
+            Self::Array { items, .. } | Self::Set { items, .. } => {
+                items.iter().for_each(|i| Self::hoist(i, out))
+            }
+            Self::Object { fields, .. } => fields.iter().for_each(|(_, k, v)| {
+                Self::hoist(k, out);
+                Self::hoist(v, out);
+            }),
+            Self::RefDot { refr, .. } => refr.hoist_inner(out),
+            Self::RefBrack { refr, index, .. } => {
+                refr.hoist_inner(out);
+                Self::hoist(index, out);
+            }
+            Self::Call { params, .. } => params.iter().for_each(|p| Self::hoist(p, out)),
+            _ => {}
+        }
+    }
+
+    fn has_wildcard(&self) -> bool {
+        match self {
+            Self::Var { span, .. } => span.text() == "_",
+            Self::Array { items, .. } | Self::Set { items, .. } => {
+                items.iter().any(|i| i.has_wildcard())
+            }
+            Self::Object { fields, .. } => fields
+                .iter()
+                .any(|(_, k, v)| k.has_wildcard() || v.has_wildcard()),
+            Self::Call { params, .. } => params.iter().any(|p| p.has_wildcard()),
+            Self::RefDot { refr, .. } => refr.has_wildcard(),
+            Self::RefBrack { refr, index, .. } => refr.has_wildcard() || index.has_wildcard(),
+            Self::UnaryExpr { expr, .. } => expr.has_wildcard(),
+            Self::BinExpr { lhs, rhs, .. }
+            | Self::BoolExpr { lhs, rhs, .. }
+            | Self::ArithExpr { lhs, rhs, .. }
+            | Self::AssignExpr { lhs, rhs, .. } => lhs.has_wildcard() || rhs.has_wildcard(),
+            Self::Membership {
+                key,
+                value,
+                collection,
+                ..
+            } => {
+                key.as_ref().is_some_and(|k| k.has_wildcard())
+                    || value.has_wildcard()
+                    || collection.has_wildcard()
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Expr {
     pub const fn span(&self) -> &Span {
         match *self {

@@ -1220,6 +1220,13 @@ impl Interpreter {
                 }
             }
             Literal::NotExpr { span, expr, .. } => {
+                // sandbox-admission patch 4: OPA evaluates the operands of a negated call
+                // outside the negation; an undefined one makes the literal fail.
+                for operand in expr.negation_operands() {
+                    if self.eval_expr(operand)? == Value::Undefined {
+                        return Ok(false);
+                    }
+                }
                 let value = match expr.as_ref() {
                     // Extra parameter is allowed; but a return argument is not allowed.
                     Expr::Call {

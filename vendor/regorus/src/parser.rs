@@ -1006,6 +1006,14 @@ impl<'source> Parser<'source> {
                         eidx: self.next_eidx(),
                     };
                 }
+                // sandbox-admission patch 1: a `(` that opens a new line starts a new literal
+                // (OPA ends a term at whitespace), it does not call the term before it.
+                "(" if possible_fcn
+                    && self.tok.1.start != self.end
+                    && self.line != self.tok.1.line =>
+                {
+                    break;
+                }
                 "(" if possible_fcn => {
                     self.next_token()?;
                     let mut args = vec![];
@@ -2165,7 +2173,9 @@ impl<'source> Parser<'source> {
         span.end = self.end;
 
         if let RuleHead::Set { .. } = &head {
-            if let Some(RuleBody { span, .. }) = bodies.get(1) {
+            // sandbox-admission patch 3: only `else` is refused; independent bodies are
+            // separate definitions (see `parse_rules`).
+            if let Some(RuleBody { span, .. }) = bodies.iter().skip(1).find(|b| b.is_else) {
                 bail!(span.error("else cannot be used with set rules"));
             }
         }
@@ -2355,6 +2365,45 @@ impl<'source> Parser<'source> {
         }
     }
 
+    /// sandbox-admission patch 3: a Rego v0 rule with several bodies, `p { a } { b }`, is
+    /// several definitions of `p` sharing one head, as OPA's parser reads it: each body gives
+    /// `p` its value (a partial rule collects every body's contribution; the values of a
+    /// complete rule or function must agree, or evaluation reports a conflict). The head is
+    /// parsed again for each extra body so every rule owns its expressions.
+    pub fn parse_rules(&mut self) -> Result<Vec<Rule>> {
+        let at_head = (self.lexer.clone(), self.tok.clone(), self.line, self.end);
+        let rule = self.parse_rule()?;
+        let Rule::Spec {
+            span,
+            head,
+            mut bodies,
+        } = rule
+        else {
+            return Ok(vec![rule]);
+        };
+        if bodies.len() < 2 || bodies.iter().skip(1).any(|b| b.is_else) {
+            return Ok(vec![Rule::Spec { span, head, bodies }]);
+        }
+        let extra = bodies.split_off(1);
+        let after = (self.lexer.clone(), self.tok.clone(), self.line, self.end);
+        let mut rules = vec![Rule::Spec {
+            span: span.clone(),
+            head,
+            bodies,
+        }];
+        for body in extra {
+            (self.lexer, self.tok, self.line, self.end) = at_head.clone();
+            let head = self.parse_rule_head()?;
+            rules.push(Rule::Spec {
+                span: span.clone(),
+                head,
+                bodies: vec![body],
+            });
+        }
+        (self.lexer, self.tok, self.line, self.end) = after;
+        Ok(rules)
+    }
+
     pub fn parse(&mut self) -> Result<Module> {
         let package = self.parse_package()?;
         let imports = self.parse_imports()?;
@@ -2366,7 +2415,7 @@ impl<'source> Parser<'source> {
 
         let mut policy = vec![];
         while self.tok.0 != TokenKind::Eof {
-            policy.push(Ref::new(self.parse_rule()?));
+            policy.extend(self.parse_rules()?.into_iter().map(Ref::new));
             // Guard policy rule accumulation against allocator limits.
             check_memory_limit()?;
             if self.token_text() == "__target__" {

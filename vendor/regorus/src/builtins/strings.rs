@@ -369,11 +369,14 @@ fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
             None => break,
         };
 
-        if args_idx >= args.len() {
-            bail!(args_span
-                .error(format!("no argument specified for format verb {args_idx}").as_str()));
-        }
-        let arg = &args[args_idx];
+        // sandbox-admission patch 2: a verb without its argument prints Go's `%!v(MISSING)`,
+        // as OPA's sprintf (Go's fmt.Sprintf) does, instead of failing the evaluation.
+        let Some(arg) = args.get(args_idx) else {
+            s.push_str("%!");
+            s.push(verb);
+            s.push_str("(MISSING)");
+            continue;
+        };
         args_idx += 1;
 
         // Handle Golang flags.
@@ -498,14 +501,24 @@ fn sprintf(span: &Span, params: &[Ref<Expr>], args: &[Value], _strict: bool) -> 
         }
     }
 
+    // sandbox-admission patch 2: arguments left over are printed as Go's fmt prints them,
+    // `%!(EXTRA type=value, ...)` with the Go type OPA passes (int64, float64 or string).
     if args_idx < args.len() {
-        bail!(args_span.error(
-            format!(
-                "extra arguments ({}) specified for {args_idx} format verbs.",
-                args.len()
-            )
-            .as_str()
-        ));
+        s.push_str("%!(EXTRA ");
+        for (i, arg) in args.iter().skip(args_idx).enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            let go_type = match arg {
+                Value::Number(n) if n.is_integer() => "int64",
+                Value::Number(_) => "float64",
+                _ => "string",
+            };
+            s.push_str(go_type);
+            s.push('=');
+            s.push_str(&to_string(arg, false));
+        }
+        s.push(')');
     }
 
     Ok(Value::String(s.into()))

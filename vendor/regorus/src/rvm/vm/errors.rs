@@ -217,6 +217,11 @@ pub enum VmError {
     #[error("Rule-data conflict: {message} (pc={pc})")]
     RuleDataConflict { message: String, pc: usize },
 
+    /// sandbox-admission patch 5: definitions of a complete rule or function that produce
+    /// different values are an evaluation error, as OPA's `eval_conflict_error`.
+    #[error("{message} (pc={pc})")]
+    ConflictingOutputs { message: String, pc: usize },
+
     #[error("Arithmetic error: {message} (pc={pc})")]
     ArithmeticError { message: String, pc: usize },
 

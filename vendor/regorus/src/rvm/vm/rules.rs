@@ -23,6 +23,7 @@ impl RegoVM {
         matches!(
             err,
             VmError::TimeLimitExceeded { .. }
+                | VmError::ConflictingOutputs { .. }
                 | VmError::MemoryLimitExceeded { .. }
                 | VmError::MemoryBudgetExceeded { .. }
                 | VmError::RegexSizeLimitExceeded { .. }
@@ -310,6 +311,13 @@ impl RegoVM {
             });
         }
         self.pc = call_context.return_pc;
+
+        if rule_failed_due_to_inconsistency {
+            return Err(Self::conflicting_outputs(
+                function_call_params.is_some(),
+                self.pc,
+            ));
+        }
 
         let result_from_rule = if !rule_failed_due_to_inconsistency {
             final_result
@@ -720,6 +728,19 @@ impl RegoVM {
         self.rule_frame_schedule_segment(frame_data, rule_info)
     }
 
+    /// sandbox-admission patch 5: OPA's message for definitions that disagree.
+    fn conflicting_outputs(is_function: bool, pc: usize) -> VmError {
+        let message = if is_function {
+            "functions must not produce multiple outputs for same inputs"
+        } else {
+            "complete rules must not produce multiple outputs"
+        };
+        VmError::ConflictingOutputs {
+            message: message.into(),
+            pc,
+        }
+    }
+
     pub(super) fn finalize_rule_frame_data(&mut self, frame_data: RuleFrameData) -> Result<Value> {
         let RuleFrameData {
             return_pc,
@@ -765,6 +786,11 @@ impl RegoVM {
 
         self.loop_stack = saved_loop_stack;
         self.comprehension_stack = saved_comprehension_stack;
+
+        if rule_failed_due_to_inconsistency {
+            self.registers = saved_registers;
+            return Err(Self::conflicting_outputs(is_function_rule, self.pc));
+        }
 
         let mut parent_registers = saved_registers;
         let dest_idx = usize::from(dest_reg);

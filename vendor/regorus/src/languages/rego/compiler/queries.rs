@@ -258,6 +258,19 @@ impl<'a> Compiler<'a> {
                 }
             }
             ast::Literal::NotExpr { expr, .. } => {
+                // sandbox-admission patch 4: OPA evaluates the operands of a negated call
+                // outside the negation; an undefined one makes the literal fail.
+                for operand in expr.negation_operands() {
+                    let operand_reg =
+                        self.compile_rego_expr_with_span(operand, operand.span(), false)?;
+                    self.emit_instruction(
+                        Instruction::Guard {
+                            register: operand_reg,
+                            mode: GuardMode::NotUndefined,
+                        },
+                        &stmt.span,
+                    );
+                }
                 let expr_reg = self.with_soft_assert_mode(true, |compiler| {
                     compiler.compile_rego_expr_with_span(expr, expr.span(), false)
                 })?;
