@@ -83,6 +83,13 @@ pub struct ServeArgs {
     /// (never changing it); disagreements go to the decision log and metrics. Hot-reloaded.
     #[arg(long, env = "SANDBOX_ADMISSION_SHADOW_POLICIES", value_name = "DIR")]
     pub shadow_policies: Option<PathBuf>,
+    /// Serve the read-only admin page on this plain-HTTP address (`--admin-listen` alone:
+    /// 127.0.0.1:9091). A non-loopback address needs --admin-token-file
+    #[arg(long, env = "SANDBOX_ADMISSION_ADMIN_LISTEN", value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9091")]
+    pub admin_listen: Option<SocketAddr>,
+    /// File with the bearer token the admin page requires (`Authorization: Bearer TOKEN`)
+    #[arg(long, env = "SANDBOX_ADMISSION_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -189,6 +196,12 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     }
     if args.shadow_policies.is_some() {
         config.shadow.policies = args.shadow_policies;
+    }
+    if args.admin_listen.is_some() {
+        config.admin.listen = args.admin_listen;
+    }
+    if args.admin_token_file.is_some() {
+        config.admin.token_file = args.admin_token_file;
     }
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {

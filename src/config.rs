@@ -58,6 +58,37 @@ pub struct Config {
     /// A candidate policy set judged beside the serving one (`--shadow-policies`).
     #[serde(default)]
     pub shadow: ShadowConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The read-only admin page (docs/admins.md): off unless `listen` is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Plain-HTTP address of the page; a non-loopback address needs `tokenFile`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token the page asks for (`Authorization: Bearer …`).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Decisions kept in memory for the page.
+    #[serde(default = "default_admin_recent")]
+    pub recent: usize,
+}
+
+fn default_admin_recent() -> usize {
+    1000
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: None,
+            token_file: None,
+            recent: default_admin_recent(),
+        }
+    }
 }
 
 /// The shadow set: judged on live `/validate` traffic after each answer is sent, never

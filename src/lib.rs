@@ -3,6 +3,7 @@
 //! Data flows one way: `server` receives a body → `admission` decodes it → `mutate` / `policy`
 //! judge it → `pipeline` decides → `admission` encodes the answer → `audit` and `metrics` record it.
 
+pub mod admin;
 pub mod admission;
 pub mod audit;
 pub mod bench;

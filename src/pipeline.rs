@@ -82,6 +82,8 @@ pub struct Admitter {
     profile_classes: Value,
     /// The candidate set judged after each `/validate` answer (`serve --shadow-policies`).
     pub shadow: Option<Arc<Shadow>>,
+    /// The last decisions, for the admin page (only when it is on).
+    pub recent: Option<Arc<crate::audit::recent::Recent>>,
 }
 
 /// A shadow evaluation waiting for its answer to be sent (see [`Admitter::handle_then`]).
@@ -122,7 +124,12 @@ impl Admitter {
                 })
                 .collect(),
         );
+        let recent = config
+            .admin
+            .listen
+            .map(|_| Arc::new(crate::audit::recent::Recent::new(config.admin.recent)));
         Ok(Admitter {
+            recent,
             shadow,
             mutator,
             profile_classes,
@@ -306,6 +313,9 @@ impl Admitter {
             flip,
             changes,
         });
+        if let Some(recent) = &self.recent {
+            recent.push(record.clone());
+        }
         self.log.record(record);
     }
 
@@ -365,13 +375,11 @@ impl Admitter {
             "review"
         );
         self.events.observe(endpoint, req, d);
-        self.log.record(record_of(
-            endpoint,
-            req,
-            d,
-            latency_us,
-            self.log.include_objects(),
-        ));
+        let record = record_of(endpoint, req, d, latency_us, self.log.include_objects());
+        if let Some(recent) = &self.recent {
+            recent.push(record.clone());
+        }
+        self.log.record(record);
     }
 }
 

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod events;
 pub mod log;
 pub mod query;
+pub mod recent;
 mod report;
 
 use chrono::{DateTime, Utc};

@@ -51,6 +51,8 @@ pub struct ServeSettings {
 pub struct Running {
     pub addr: SocketAddr,
     pub health_addr: SocketAddr,
+    /// The admin page's address, when it is on (`--admin-listen`).
+    pub admin_addr: Option<SocketAddr>,
     /// The CA that signed the serving certificate, when we generated it.
     pub ca_file: Option<PathBuf>,
     pub tls: Arc<ArcSwap<rustls::ServerConfig>>,
@@ -186,6 +188,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         cluster: admitter.cluster.clone(),
     });
+    crate::admin::check(&config.admin)?;
+    let admin = crate::admin::start(&config.admin, admitter.clone(), shutdown_rx.clone()).await?;
     let mut health_shutdown = shutdown_rx.clone();
     let health_task = tokio::spawn(async move {
         let stop = async move {
@@ -209,16 +213,22 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         listener_settings,
         shutdown_rx,
     ));
+    let mut tasks = vec![api_task, health_task, cert_task];
+    let admin_addr = admin.map(|(addr, task)| {
+        tasks.push(task);
+        addr
+    });
     Ok(Running {
         addr,
         health_addr,
+        admin_addr,
         ca_file,
         tls: tls_config,
         tls_files,
         admitter,
         readiness,
         shutdown: shutdown_tx,
-        tasks: vec![api_task, health_task, cert_task],
+        tasks,
         _policy_watch: policy_watch,
     })
 }
@@ -255,8 +265,12 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| format!("; trust CA {}", p.display()))
         .unwrap_or_default();
+    let admin = running
+        .admin_addr
+        .map(|a| format!("; admin page http://{a}/"))
+        .unwrap_or_default();
     let line = format!(
-        "sandbox-admission ready in {}ms: https://{} (POST /mutate, /validate), http://{} (/healthz, /readyz, /metrics){ca}",
+        "sandbox-admission ready in {}ms: https://{} (POST /mutate, /validate), http://{} (/healthz, /readyz, /metrics){ca}{admin}",
         started.elapsed().as_millis(),
         running.addr,
         running.health_addr
