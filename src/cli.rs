@@ -50,6 +50,9 @@ pub enum Command {
     /// Re-judge recorded decisions with a candidate policy set: what would flip if it were deployed.
     #[command(after_help = crate::replay::AFTER_HELP)]
     Replay(crate::replay::ReplayArgs),
+    /// Why a /validate decision was made: each policy's rule, file:line, expressions and values.
+    #[command(after_help = crate::explain::AFTER_HELP)]
+    Explain(crate::explain::ExplainArgs),
 }
 
 #[derive(Args, Default)]
@@ -352,5 +355,6 @@ pub fn run() -> ExitCode {
         Command::Review(args) => crate::review::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Replay(args) => crate::replay::run(args),
+        Command::Explain(args) => crate::explain::run(args),
     }
 }

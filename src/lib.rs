@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod disagreement;
+pub mod explain;
 pub mod metrics;
 pub mod mutate;
 pub mod pipeline;

@@ -179,6 +179,48 @@ impl Admitter {
         }
     }
 
+    /// Explain a `/validate` decision: the decision itself, and for each policy that fired (or
+    /// only `policy`, fired or not) the engine's account of it, on exactly the input the
+    /// server builds.
+    pub async fn explain(
+        &self,
+        req: &AdmissionRequest,
+        policy: Option<&str>,
+    ) -> (
+        Decision,
+        Vec<Result<crate::policy::PolicyExplanation, String>>,
+    ) {
+        let namespace = match (&self.cluster, req.namespace.is_empty()) {
+            (Some(cluster), false) => namespace_object(cluster.as_ref(), &req.namespace).await,
+            _ => None,
+        };
+        let (context, refusal) = self.validation_context(req).await;
+        let ctx = EvalContext {
+            namespace: namespace.as_ref(),
+            sandbox_admission: Some(&context),
+        };
+        let set = self.policies.current();
+        let mut hits: Vec<PolicyHit> = refusal.into_iter().collect();
+        hits.extend(set.evaluate_with(req, &ctx));
+        let decision = decide_validation(req, hits);
+        let mut names: Vec<String> = Vec::new();
+        match policy {
+            Some(p) => names.push(p.to_owned()),
+            None => {
+                for h in &decision.hits {
+                    if h.policy != EFFECTIVE_POD_POLICY && !names.contains(&h.policy) {
+                        names.push(h.policy.clone());
+                    }
+                }
+            }
+        }
+        let explained = names
+            .iter()
+            .map(|n| set.explain_policy(req, &ctx, n))
+            .collect();
+        (decision, explained)
+    }
+
     /// `input.sandbox_admission` for one request (`policies/README.md`): how it is judged, the
     /// effective pod of a Sandbox or template, the runtimes this installation recognises, and
     /// the cluster's RuntimeClass of the judged pod. A template that mutation would refuse is a

@@ -310,6 +310,29 @@ async fn admin_page_in_a_headless_browser() {
             .contains("containers[c]: privileged containers are not allowed"),
         "{hits}"
     );
+    // The explanation names the rule's file and line.
+    let wheres = d
+        .js("return Array.from(document.querySelectorAll('#explanation code.where')).map(c => c.innerText)")
+        .await;
+    let rule_line = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/privileged.rego"),
+    )
+    .unwrap()
+    .lines()
+    .position(|l| l.starts_with("violation"))
+    .unwrap()
+        + 1;
+    assert_eq!(wheres, json!([format!("privileged.rego:{rule_line}")]));
+    let explanation = d
+        .js("return document.getElementById('explanation').innerText")
+        .await;
+    assert!(
+        explanation
+            .as_str()
+            .unwrap()
+            .contains("c.spec.securityContext.privileged == true"),
+        "{explanation}"
+    );
     // The hostile label is text on the page, not markup, and nothing ran.
     let labels = d
         .js("return document.getElementById('labels').innerText")

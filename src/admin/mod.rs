@@ -133,7 +133,16 @@ async fn decision(State(s): State<AdminState>, UrlPath(seq): UrlPath<String>) ->
             .map(|r| (n, r))
     });
     match found {
-        Some((n, record)) => Html(page::detail(&s.admitter, n, &record)).into_response(),
+        Some((n, record)) => {
+            // The explanation re-runs the serving set on the logged object, so it needs one.
+            let explained = match crate::replay::request_of(&record) {
+                Ok((req, _)) if record.endpoint == "validate" => {
+                    Some(s.admitter.explain(&req, None).await.1)
+                }
+                _ => None,
+            };
+            Html(page::detail(n, &record, explained.as_deref())).into_response()
+        }
         None => (
             StatusCode::NOT_FOUND,
             Html(page::not_found("that decision is no longer in memory")),

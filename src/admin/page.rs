@@ -274,7 +274,11 @@ fn field(name: &str, value: &Option<String>) -> String {
     )
 }
 
-pub fn detail(_a: &Admitter, seq: u64, r: &DecisionRecord) -> String {
+pub fn detail(
+    seq: u64,
+    r: &DecisionRecord,
+    explained: Option<&[Result<crate::policy::PolicyExplanation, String>]>,
+) -> String {
     let mut out = format!(
         "<h1>Decision {seq}: <span class=\"{}\">{}</span></h1><table id=\"fields\">",
         esc(&r.decision),
@@ -312,6 +316,53 @@ pub fn detail(_a: &Admitter, seq: u64, r: &DecisionRecord) -> String {
             );
         }
         out.push_str("</table>");
+    }
+    if let Some(explained) = explained {
+        out.push_str(
+            "<h2>Explanation</h2><p>The serving policy set, re-run now on the logged object.</p><div id=\"explanation\">",
+        );
+        for e in explained {
+            match e {
+                Err(err) => {
+                    let _ = write!(out, "<p class=\"err\">{}</p>", esc(err));
+                }
+                Ok(p) => {
+                    for f in &p.firings {
+                        let _ = write!(
+                            out,
+                            "<h3>{} at <code class=\"where\">{}:{}</code></h3><pre>{}</pre><table><tr><th>line</th><th>expression</th><th>values</th></tr>",
+                            esc(&p.policy),
+                            esc(&f.file),
+                            f.line,
+                            esc(&f.rule)
+                        );
+                        for x in &f.expressions {
+                            let values: Vec<String> = x
+                                .values
+                                .iter()
+                                .map(|(k, v)| format!("{} = {}", esc(k), esc(&v.to_string())))
+                                .collect();
+                            let _ = write!(
+                                out,
+                                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                                x.line,
+                                esc(&x.text),
+                                values.join("<br>")
+                            );
+                        }
+                        out.push_str("</table>");
+                        if !f.inputs.is_empty() {
+                            let _ = write!(
+                                out,
+                                "<p>message built from: <code>{}</code></p>",
+                                esc(&f.inputs.join(", "))
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        out.push_str("</div>");
     }
     if let Some(d) = &r.shadow {
         let _ = write!(

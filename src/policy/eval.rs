@@ -32,7 +32,10 @@ const MAX_ERROR_CHARS: usize = 300;
 /// `input` for a request: `{"review": …, "parameters": {}}`, the review with the Namespace as
 /// `namespaceObject` when known (Gatekeeper's contract). Converted from the decoded JSON by
 /// reference: the review is not copied first.
-fn policy_input(req: &AdmissionRequest, ctx: &EvalContext<'_>) -> anyhow::Result<regorus::Value> {
+pub(super) fn policy_input(
+    req: &AdmissionRequest,
+    ctx: &EvalContext<'_>,
+) -> anyhow::Result<regorus::Value> {
     let mut review = regorus::Value::deserialize(&req.raw)?;
     if let (Some(ns), Ok(map)) = (ctx.namespace, review.as_object_mut()) {
         map.insert(

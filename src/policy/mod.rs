@@ -7,6 +7,7 @@
 pub mod cli;
 mod compile;
 mod eval;
+mod explain;
 mod gatekeeper;
 mod meta;
 mod recursion;
@@ -29,6 +30,7 @@ use crate::admission::AdmissionRequest;
 use crate::metrics::Metrics;
 
 pub use eval::{CONTEXT_KEY, EvalContext};
+pub use explain::{Expression, Firing, Miss, PolicyExplanation};
 pub use reload::WatchGuard;
 pub use set::PolicySet;
 pub use source::{PolicySource, SourceFile};

@@ -1723,6 +1723,23 @@ impl Engine {
         self.interpreter.set_enable_coverage(enable);
     }
 
+    // sandbox-admission patch 6
+    #[cfg(feature = "coverage")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "coverage")))]
+    /// Record an explanation trace of the following evaluations (rule bodies entered, each
+    /// statement's outcome, the bindings of each body that produced output).
+    pub fn set_enable_explain(&mut self, enable: bool) {
+        self.interpreter.set_enable_explain(enable);
+    }
+
+    // sandbox-admission patch 6
+    #[cfg(feature = "coverage")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "coverage")))]
+    /// Take the explanation trace gathered so far.
+    pub fn take_explain(&mut self) -> Vec<crate::explain::Event> {
+        self.interpreter.take_explain()
+    }
+
     #[cfg(feature = "coverage")]
     #[cfg_attr(docsrs, doc(cfg(feature = "coverage")))]
     /// Clear the gathered policy coverage data.

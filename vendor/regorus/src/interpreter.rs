@@ -96,6 +96,10 @@ pub struct Interpreter {
 
     traces: Option<Vec<Rc<str>>>,
 
+    // sandbox-admission patch 6
+    #[cfg(feature = "coverage")]
+    explain: Option<Vec<crate::explain::Event>>,
+
     gather_prints: bool,
     prints: Vec<String>,
 
@@ -145,6 +149,9 @@ impl Clone for Interpreter {
             gather_prints: self.gather_prints,
             prints: self.prints.clone(),
             traces: self.traces.clone(),
+            // sandbox-admission patch 6
+            #[cfg(feature = "coverage")]
+            explain: self.explain.clone(),
 
             extensions: self.extensions.clone(),
 
@@ -244,6 +251,9 @@ impl Interpreter {
             builtins_cache: BTreeMap::default(),
             no_rules_lookup: false,
             traces: None,
+            // sandbox-admission patch 6
+            #[cfg(feature = "coverage")]
+            explain: None,
             extensions: Map::default(),
 
             #[cfg(feature = "coverage")]
@@ -283,6 +293,9 @@ impl Interpreter {
             builtins_cache: BTreeMap::default(),
             no_rules_lookup: false,
             traces: None,
+            // sandbox-admission patch 6
+            #[cfg(feature = "coverage")]
+            explain: None,
 
             #[cfg(feature = "coverage")]
             coverage: Map::default(),
@@ -389,6 +402,29 @@ impl Interpreter {
     #[allow(dead_code)]
     pub const fn get_compiled_policy(&self) -> &Rc<CompiledPolicyData> {
         &self.compiled_policy
+    }
+
+    // sandbox-admission patch 6
+    #[cfg(feature = "coverage")]
+    pub fn set_enable_explain(&mut self, enable: bool) {
+        self.explain = if enable { Some(Vec::new()) } else { None };
+    }
+
+    // sandbox-admission patch 6
+    #[cfg(feature = "coverage")]
+    pub fn take_explain(&mut self) -> Vec<crate::explain::Event> {
+        self.explain.as_mut().map(core::mem::take).unwrap_or_default()
+    }
+
+    // sandbox-admission patch 6
+    #[cfg(feature = "coverage")]
+    fn explain_event(&mut self, event: impl FnOnce(&Self) -> crate::explain::Event) {
+        if self.explain.is_some() {
+            let e = event(self);
+            if let Some(events) = self.explain.as_mut() {
+                events.push(e);
+            }
+        }
     }
 
     pub fn set_traces(&mut self, enable_tracing: bool) {
@@ -1590,6 +1626,16 @@ impl Interpreter {
 
         self.restore_state(saved_state)?;
 
+        // sandbox-admission patch 6
+        #[cfg(feature = "coverage")]
+        self.explain_event(|_| crate::explain::Event::Stmt {
+            file: stmt.span.source.file().clone(),
+            line: stmt.span.line,
+            col: stmt.span.col,
+            text: stmt.span.text().into(),
+            passed: matches!(r, Ok(true)),
+        });
+
         r
     }
 
@@ -2285,6 +2331,21 @@ impl Interpreter {
         }
 
         if eval_success {
+            // sandbox-admission patch 6
+            #[cfg(feature = "coverage")]
+            self.explain_event(|me| crate::explain::Event::Output {
+                bindings: me
+                    .scopes
+                    .last()
+                    .map(|scope| {
+                        scope
+                            .iter()
+                            .filter(|(_, v)| **v != Value::Undefined)
+                            .map(|(k, v)| (k.text().into(), v.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            });
             eval_success = self.eval_output_expr()?;
         } else {
             // If a query snippet is being run, gather results.
@@ -3704,7 +3765,19 @@ impl Interpreter {
                     }
                     self.contexts.push(next_ctx);
                 }
+                // sandbox-admission patch 6
+                #[cfg(feature = "coverage")]
+                self.explain_event(|_| crate::explain::Event::Body {
+                    file: body.span.source.file().clone(),
+                    line: body.span.line,
+                    rule: span.text().lines().next().unwrap_or_default().into(),
+                });
                 result = self.eval_query(&body.query);
+                // sandbox-admission patch 6
+                #[cfg(feature = "coverage")]
+                self.explain_event(|_| crate::explain::Event::BodyEnd {
+                    success: matches!(result, Ok(true)),
+                });
                 match &result {
                     Ok(true) => {
                         any_success = true;

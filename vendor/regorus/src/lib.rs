@@ -553,6 +553,38 @@ impl fmt::Debug for dyn Extension {
     }
 }
 
+// sandbox-admission patch 6: an evaluation trace for explaining decisions.
+#[cfg(feature = "coverage")]
+#[cfg_attr(docsrs, doc(cfg(feature = "coverage")))]
+pub mod explain {
+    /// One step of an evaluation, recorded when `Engine::set_enable_explain(true)`.
+    #[derive(Debug, Clone, serde::Serialize)]
+    #[serde(tag = "event", rename_all = "snake_case")]
+    pub enum Event {
+        /// A rule body starts: `rule` is the first line of the rule's text.
+        Body {
+            file: alloc::string::String,
+            line: u32,
+            rule: alloc::string::String,
+        },
+        /// A statement of the current body was evaluated (once per iteration).
+        Stmt {
+            file: alloc::string::String,
+            line: u32,
+            col: u32,
+            text: alloc::string::String,
+            passed: bool,
+        },
+        /// Every statement of the current body held: its output is produced, with the
+        /// variables bound in the innermost scope at that point.
+        Output {
+            bindings: alloc::vec::Vec<(alloc::string::String, crate::Value)>,
+        },
+        /// The body started by the matching `Body` ended.
+        BodyEnd { success: bool },
+    }
+}
+
 #[cfg(feature = "coverage")]
 #[cfg_attr(docsrs, doc(cfg(feature = "coverage")))]
 pub mod coverage {
