@@ -45,6 +45,10 @@ pub enum Command {
     /// Run an object or AdmissionReview through mutation and validation offline, as the server would.
     #[command(after_help = crate::review::AFTER_HELP)]
     Review(crate::review::ReviewArgs),
+    /// Judge a tree of manifests as /validate would (GitOps CI), with data.inventory built from
+    /// them: a table, JSON or PolicyReports, and an exit code.
+    #[command(after_help = crate::scan::AFTER_HELP)]
+    Scan(crate::scan::ScanArgs),
     /// Time each policy (alone and as the whole set) on objects or reviews: what a policy costs.
     Bench(crate::bench::BenchArgs),
 }
@@ -313,5 +317,6 @@ pub fn run() -> ExitCode {
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Review(args) => crate::review::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Scan(args) => crate::scan::run(args),
     }
 }

@@ -14,5 +14,7 @@ pub mod metrics;
 pub mod mutate;
 pub mod pipeline;
 pub mod policy;
+pub mod policyreport;
 pub mod review;
+pub mod scan;
 pub mod server;

@@ -119,6 +119,31 @@ impl Admitter {
         }
     }
 
+    /// [`Admitter::decide`] within `deadline`; past it the request is refused (fail closed).
+    /// The server, `scan` and the background audit all judge through here.
+    pub async fn decide_within(
+        &self,
+        endpoint: Endpoint,
+        req: &AdmissionRequest,
+        deadline: Duration,
+    ) -> Decision {
+        match tokio::time::timeout(deadline, self.decide(endpoint, req)).await {
+            Ok(d) => d,
+            Err(_) => Decision {
+                response: Response::deny(
+                    &req.uid,
+                    500,
+                    format!(
+                        "review did not finish within its {}ms deadline; refused (fail closed)",
+                        deadline.as_millis()
+                    ),
+                ),
+                hits: Vec::new(),
+                mutations: Vec::new(),
+            },
+        }
+    }
+
     /// The whole pipeline for one HTTP body, within `deadline`.
     pub async fn handle(&self, endpoint: Endpoint, body: &[u8], deadline: Duration) -> Answer {
         let started = Instant::now();
@@ -126,23 +151,7 @@ impl Admitter {
         let answer = match admission::decode(body) {
             Err(err) => self.refuse(endpoint, err),
             Ok(req) => {
-                let decision = match tokio::time::timeout(deadline, self.decide(endpoint, &req))
-                    .await
-                {
-                    Ok(d) => d,
-                    Err(_) => Decision {
-                        response: Response::deny(
-                            &req.uid,
-                            500,
-                            format!(
-                                "review did not finish within its {}ms deadline; refused (fail closed)",
-                                deadline.as_millis()
-                            ),
-                        ),
-                        hits: Vec::new(),
-                        mutations: Vec::new(),
-                    },
-                };
+                let decision = self.decide_within(endpoint, &req, deadline).await;
                 let body = decision.response.to_review_json();
                 self.record(endpoint, &req, &decision, started.elapsed());
                 Answer::Review(body)

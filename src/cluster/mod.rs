@@ -6,6 +6,7 @@
 //! cluster with [`KubeCluster`], whose watch caches answer without a round trip per pod.
 
 mod fake;
+pub mod inventory;
 mod kube_cluster;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 
 pub use fake::FakeCluster;
+pub use inventory::SyncEntry;
 pub use kube_cluster::{KubeCluster, KubeClusterOptions};
 
 /// The field manager this product applies NetworkPolicies with.
