@@ -247,7 +247,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         if use_cluster {
-            settings.cluster = crate::cluster::connect_or_offline().await;
+            settings.cluster =
+                crate::cluster::connect_or_offline(crate::background::watches(&settings.config))
+                    .await;
         } else {
             tracing::info!("--no-cluster: runtime scheduling and overhead come from configuration");
         }

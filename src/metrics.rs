@@ -49,6 +49,15 @@ pub struct Metrics {
     pub decision_log_dropped: Counter,
     pub events_sent: Counter,
     pub events_dropped: Family<ReasonLabels, Counter>,
+    pub inventory_objects: Gauge,
+    pub cache_synced: Family<KindLabels, Gauge>,
+    pub cache_relists: Family<KindLabels, Gauge>,
+    pub cache_errors: Family<KindLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +87,30 @@ impl Metrics {
         let decision_log_dropped = Counter::default();
         let events_sent = Counter::default();
         let events_dropped = Family::<ReasonLabels, Counter>::default();
+        let inventory_objects = Gauge::default();
+        let cache_synced = Family::<KindLabels, Gauge>::default();
+        let cache_relists = Family::<KindLabels, Gauge>::default();
+        let cache_errors = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "inventory_objects",
+            "Objects in data.inventory (the sync list's kinds)",
+            inventory_objects.clone(),
+        );
+        registry.register(
+            "watch_cache_synced",
+            "1 when the watch cache of a kind has listed, by kind",
+            cache_synced.clone(),
+        );
+        registry.register(
+            "watch_cache_relists",
+            "Times a watch cache re-listed after losing its watch (e.g. 410 Gone), by kind",
+            cache_relists.clone(),
+        );
+        registry.register(
+            "watch_cache_errors",
+            "Watch or list errors of a watch cache (each retried with backoff), by kind",
+            cache_errors.clone(),
+        );
         registry.register(
             "requests",
             "Admission reviews answered, by endpoint, kind, operation and decision",
@@ -146,7 +179,26 @@ impl Metrics {
             decision_log_dropped,
             events_sent,
             events_dropped,
+            inventory_objects,
+            cache_synced,
+            cache_relists,
+            cache_errors,
         }
+    }
+
+    /// One watch cache's health (set from its status, so the values are absolute).
+    pub fn cache_status(&self, kind: &str, synced: bool, relists: u64, errors: u64) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.cache_synced
+            .get_or_create(&labels)
+            .set(i64::from(synced));
+        self.cache_relists
+            .get_or_create(&labels)
+            .set(gauge(relists));
+        self.cache_errors.get_or_create(&labels).set(gauge(errors));
     }
 
     /// Prometheus text exposition format.
