@@ -108,6 +108,18 @@ pub struct ServeArgs {
         conflicts_with_all = ["tls_cert", "no_cluster"]
     )]
     pub manage_certs: bool,
+    /// Audit existing Sandboxes, templates, warm pools, claims and Sandbox pods into
+    /// PolicyReports, periodically and after every policy reload (needs cluster access and
+    /// manifests/audit/)
+    #[arg(long, env = "SANDBOX_ADMISSION_AUDIT")]
+    pub audit: bool,
+    /// Seconds between background audit rounds [default: 300]
+    #[arg(
+        long,
+        env = "SANDBOX_ADMISSION_AUDIT_INTERVAL_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub audit_interval_seconds: Option<u64>,
     /// Secret that --manage-certs keeps the certificates in [default: sandbox-admission-tls]
     #[arg(long, env = "SANDBOX_ADMISSION_CERT_SECRET", requires = "manage_certs")]
     pub cert_secret: Option<String>,
@@ -169,6 +181,16 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     if args.events {
         config.events.enabled = true;
     }
+    if args.audit {
+        config.audit.enabled = true;
+    }
+    if let Some(seconds) = args.audit_interval_seconds {
+        config.audit.interval_seconds = seconds;
+    }
+    config
+        .audit
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--audit-interval-seconds: {e}"))?;
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {
         tls_cfg.cert_dir = args.cert_dir;

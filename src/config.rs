@@ -96,7 +96,7 @@ impl Default for AuditConfig {
 }
 
 impl AuditConfig {
-    fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         if self.interval_seconds < 10 || self.interval_seconds > 86_400 {
             return Err("audit.intervalSeconds must be within 10..=86400".into());
         }

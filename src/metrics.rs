@@ -53,6 +53,13 @@ pub struct Metrics {
     pub cache_synced: Family<KindLabels, Gauge>,
     pub cache_relists: Family<KindLabels, Gauge>,
     pub cache_errors: Family<KindLabels, Gauge>,
+    pub audit_last_run: Gauge,
+    pub audit_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub audit_objects: Gauge,
+    pub audit_violations: Family<ViolationLabels, Gauge>,
+    pub audit_runs: Family<ResultLabels, Counter>,
+    pub audit_skipped: Counter,
+    pub audit_apply_failures: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,6 +98,48 @@ impl Metrics {
         let cache_synced = Family::<KindLabels, Gauge>::default();
         let cache_relists = Family::<KindLabels, Gauge>::default();
         let cache_errors = Family::<KindLabels, Gauge>::default();
+        let audit_last_run = Gauge::default();
+        let audit_duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let audit_objects = Gauge::default();
+        let audit_violations = Family::<ViolationLabels, Gauge>::default();
+        let audit_runs = Family::<ResultLabels, Counter>::default();
+        let audit_skipped = Counter::default();
+        let audit_apply_failures = Counter::default();
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "When the last background audit finished (Unix time)",
+            audit_last_run.clone(),
+        );
+        registry.register(
+            "audit_last_run_duration_seconds",
+            "How long the last background audit took",
+            audit_duration.clone(),
+        );
+        registry.register(
+            "audit_objects",
+            "Objects judged by the last background audit",
+            audit_objects.clone(),
+        );
+        registry.register(
+            "audit_violations",
+            "Violations found by the last background audit, by policy and enforcement action",
+            audit_violations.clone(),
+        );
+        registry.register(
+            "audit_runs",
+            "Background audit rounds, by result (success, partial, not_leader, lease_error)",
+            audit_runs.clone(),
+        );
+        registry.register(
+            "audit_skipped_objects",
+            "Cached objects the background audit could not judge (they do not decode) and skipped",
+            audit_skipped.clone(),
+        );
+        registry.register(
+            "audit_report_apply_failures",
+            "PolicyReports the background audit could not apply",
+            audit_apply_failures.clone(),
+        );
         registry.register(
             "inventory_objects",
             "Objects in data.inventory (the sync list's kinds)",
@@ -183,6 +232,13 @@ impl Metrics {
             cache_synced,
             cache_relists,
             cache_errors,
+            audit_last_run,
+            audit_duration,
+            audit_objects,
+            audit_violations,
+            audit_runs,
+            audit_skipped,
+            audit_apply_failures,
         }
     }
 

@@ -4,6 +4,7 @@
 //! This sits above the pipeline (it judges through [`crate::pipeline::Admitter`], the same code
 //! `/validate` runs) and talks to the API server only through [`crate::cluster::ClusterAccess`].
 
+pub mod audit;
 pub mod inventory;
 
 use std::sync::Arc;
@@ -21,11 +22,17 @@ pub fn spawn_all(admitter: &Arc<Admitter>) -> Vec<JoinHandle<()>> {
     };
     let mut tasks = Vec::new();
     tasks.extend(inventory::spawn(
-        cluster,
+        cluster.clone(),
         admitter.config.sync.clone(),
         admitter.policies.clone(),
         admitter.metrics.clone(),
     ));
+    if admitter.config.audit.enabled {
+        let settings =
+            audit::AuditSettings::from_config(&admitter.config, audit::holder_identity());
+        tracing::info!(interval = ?settings.interval, lease = %settings.lease.name, holder = %settings.lease.holder, "background audit on");
+        tasks.push(Arc::new(audit::Auditor::new(admitter.clone(), cluster, settings)).spawn());
+    }
     tasks
 }
 
