@@ -39,7 +39,8 @@ pub enum Command {
     Policy(crate::policy::cli::PolicyCommand),
     /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
     NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
-    /// Query and summarise the decision log: who was denied, by which policy, how often.
+    /// Query and summarise the decision log (who was denied, by which policy, how often), or the
+    /// background audit's PolicyReports (--reports).
     #[command(after_help = crate::audit::cli::AFTER_HELP)]
     Audit(crate::audit::cli::AuditArgs),
     /// Run an object or AdmissionReview through mutation and validation offline, as the server would.

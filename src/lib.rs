@@ -11,6 +11,7 @@ pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod documents;
 pub mod metrics;
 pub mod mutate;
 pub mod pipeline;
