@@ -128,7 +128,13 @@ async fn scan_of_the_upstream_examples_gives_the_verdicts_of_validate() {
         .filter(|d| d["apiVersion"].is_string() && d["kind"].is_string())
         .map(|d| create_request(d)["object"].clone())
         .collect();
-    let cluster = Arc::new(FakeCluster::new().with_objects(cached));
+    // The configured profiles' RuntimeClasses exist, as `scan` (offline) assumes.
+    let cluster = Arc::new(
+        FakeCluster::new()
+            .with_simple_runtime_class("gvisor", "runsc")
+            .with_simple_runtime_class("kata-qemu", "kata-qemu")
+            .with_objects(cached),
+    );
     let server = TestServer::start_full(test_config(), None, Some(cluster), false).await;
     for _ in 0..500 {
         if server.running.admitter.metrics.inventory_objects.get() > 0 {
