@@ -254,8 +254,8 @@ async fn the_audit_reports_what_runs_one_replica_at_a_time() {
     let Round::Audited(round) = a.auditor.run_once().await else {
         panic!("replica a did not audit");
     };
-    // 3 Sandboxes + 1 claim + 1 Sandbox pod + 1 template + 2 pools; broken-box does not decode.
-    assert_eq!(round.judged, 8, "{round:?}");
+    // 3 Sandboxes + 1 claim + 1 Sandbox pod + 2 templates + 2 pools; broken-box does not decode.
+    assert_eq!(round.judged, 9, "{round:?}");
     assert_eq!(round.skipped, 1);
     assert_eq!(a.admitter.metrics.audit_skipped.get(), 1);
     // team-b's apply met a field-manager conflict; team-a's went through.
@@ -284,7 +284,7 @@ async fn the_audit_reports_what_runs_one_replica_at_a_time() {
     );
     assert_eq!(
         team_a["summary"],
-        json!({"pass": 5, "fail": 1, "warn": 1, "error": 0, "skip": 0})
+        json!({"pass": 6, "fail": 1, "warn": 1, "error": 0, "skip": 0})
     );
     assert_eq!(
         team_a["results"][0]["resources"][0]["uid"],

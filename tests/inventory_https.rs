@@ -130,7 +130,7 @@ async fn referential_policies_read_the_recorded_inventory_over_https() {
         "{detail}"
     );
     assert!(detail.contains("v1 Service: 2 objects"), "{detail}");
-    assert_eq!(server.running.admitter.metrics.inventory_objects.get(), 5);
+    assert_eq!(server.running.admitter.metrics.inventory_objects.get(), 6);
 
     let check = |obj: Value, op: &'static str| {
         let server = &server;
@@ -166,6 +166,24 @@ async fn referential_policies_read_the_recorded_inventory_over_https() {
     assert!(
         names_in(&r).contains(&"warmpool-template-exists".into()),
         "{r}"
+    );
+    assert!(
+        !names_in(&r).contains(&"warmpool-template-admitted".into()),
+        "{r}"
+    );
+    // A template that would be refused as it stands (hostNetwork): the pool is warned.
+    let r = check(pool("new", 1, "host-network-template"), "CREATE").await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let warning = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|w| w.starts_with("[warmpool-template-admitted]"))
+        .unwrap_or_else(|| panic!("no warmpool-template-admitted warning: {r}"));
+    assert!(
+        warning.contains("SandboxTemplate host-network-template would be refused"),
+        "{warning}"
     );
     // The namespace's replica total: 10 + 35 recorded, ceiling 50.
     let r = check(pool("new", 5, "python-template"), "CREATE").await;
@@ -238,7 +256,7 @@ async fn a_watch_that_ends_in_410_gone_relists_and_says_so() {
             .unwrap()
             .to_owned();
         if detail.contains("v1 Service: 3 objects")
-            && server.running.admitter.metrics.inventory_objects.get() == 6
+            && server.running.admitter.metrics.inventory_objects.get() == 7
         {
             break;
         }

@@ -267,6 +267,11 @@ impl PolicyStore {
         Ok(())
     }
 
+    /// The `data.inventory` being served, if one is kept.
+    pub fn inventory(&self) -> Option<Arc<Value>> {
+        self.layers().inventory.clone()
+    }
+
     /// Tells of every successful reload (the value counts them).
     pub fn subscribe_reloads(&self) -> tokio::sync::watch::Receiver<u64> {
         self.reloads.subscribe()
