@@ -35,6 +35,8 @@ struct Cluster {
     /// Applies of team-b's report that fail with a field-manager conflict.
     team_b_conflicts: AtomicUsize,
     claim_watches: AtomicUsize,
+    /// The latest applied report of each namespace, for list calls.
+    applied: Mutex<Vec<Value>>,
 }
 
 impl Cluster {
@@ -84,8 +86,44 @@ impl Cluster {
                     self.team_b_conflicts.fetch_sub(1, Ordering::SeqCst);
                     return Reply::Json(409, fixture("policyreport-apply-409-conflict.json"));
                 }
-                Reply::Json(200, String::from_utf8_lossy(&seen.body).into_owned())
+                let report: Value = serde_json::from_slice(&seen.body).unwrap();
+                let mut applied = self.applied.lock().unwrap();
+                applied.retain(|r| r["metadata"]["namespace"] != report["metadata"]["namespace"]);
+                applied.push(report.clone());
+                Reply::Json(200, report.to_string())
             }
+            ("GET", "/apis/wgpolicyk8s.io/v1alpha2/policyreports") => {
+                assert!(
+                    seen.query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dsandbox-admission"),
+                    "{}",
+                    seen.query
+                );
+                // What was applied, as the apiserver lists it (items without kind/apiVersion).
+                let items: Vec<Value> = self
+                    .applied
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        let mut r = r.clone();
+                        r.as_object_mut().unwrap().remove("kind");
+                        r.as_object_mut().unwrap().remove("apiVersion");
+                        r
+                    })
+                    .collect();
+                Reply::Json(
+                    200,
+                    json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "PolicyReportList",
+                        "metadata": {"resourceVersion": "400000"}, "items": items})
+                    .to_string(),
+                )
+            }
+            ("GET", "/apis/wgpolicyk8s.io/v1alpha2/clusterpolicyreports") => Reply::Json(
+                200,
+                json!({"apiVersion": "wgpolicyk8s.io/v1alpha2", "kind": "ClusterPolicyReportList",
+                    "metadata": {"resourceVersion": "400000"}, "items": []})
+                .to_string(),
+            ),
             ("GET", "/apis/node.k8s.io/v1/runtimeclasses") => {
                 Reply::Json(200, fixture("runtimeclasses-list.json"))
             }
@@ -336,6 +374,21 @@ async fn the_audit_reports_what_runs_one_replica_at_a_time() {
         .unwrap();
     assert!(claims.synced && claims.objects == 1, "{claims:?}");
     assert!(state.claim_watches.load(Ordering::SeqCst) >= 1);
+
+    // `audit --reports --from-cluster` reads them back through the same cluster access.
+    let listed = b.cluster.list_policy_reports().await.unwrap();
+    let parsed: Vec<sandbox_admission::policyreport::PolicyReport> = listed
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let view = sandbox_admission::audit::reports::view(&parsed);
+    assert_eq!(view.reports, 2);
+    assert!(
+        view.rows.iter().any(|r| r.namespace == "team-b"
+            && r.name == "other-box"
+            && r.policy == "no-privileged"),
+        "{view:?}"
+    );
 
     let metrics = a.admitter.metrics.encode();
     assert!(
