@@ -18,7 +18,7 @@ use crate::config::Judge;
 pub use crate::decision::{Decision, Endpoint};
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
 use crate::mutate::{MutationOutcome, Mutator, Refusal};
-use crate::policy::{Action, EvalContext, PolicyHit, PolicySource, PolicyStore};
+use crate::policy::{Action, EvalContext, PolicyHit, PolicySource, PolicyStore, ReferenceCase};
 
 /// The name a denial carries when a Sandbox's or template's pod cannot be built or mutated.
 pub const EFFECTIVE_POD_POLICY: &str = "sandbox-effective-pod";
@@ -111,6 +111,25 @@ impl Admitter {
                 decide_validation(req, hits)
             }
         }
+    }
+
+    /// `/validate`'s verdict on `req` and, for each policy that judges it, the exact `input`
+    /// it is given: what another engine needs to judge the request the same way (the OPA
+    /// differential test, tests/opa_differential.rs).
+    pub async fn reference_cases(
+        &self,
+        req: &AdmissionRequest,
+    ) -> anyhow::Result<(Vec<PolicyHit>, Vec<ReferenceCase>)> {
+        let (context, _) = self.validation_context(req).await;
+        let ctx = EvalContext {
+            namespace: None,
+            sandbox_admission: Some(&context),
+        };
+        let set = self.policies.current();
+        Ok((
+            set.evaluate_with(req, &ctx),
+            set.reference_cases(req, &ctx)?,
+        ))
     }
 
     /// `input.sandbox_admission` for one request (`policies/README.md`): how it is judged, the
