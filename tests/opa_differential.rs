@@ -164,7 +164,7 @@ async fn reviews() -> Vec<(String, AdmissionRequest)> {
             .with_simple_runtime_class("gvisor", "runsc")
             .with_simple_runtime_class("kata-qemu", "kata-qemu"),
     );
-    let mutator = Mutator::new(&config, Some(cluster));
+    let mutator = Mutator::new(&config.mutation, &config.label_prefix, Some(cluster));
     let mut files = Vec::new();
     yaml_files(&root().join(EXAMPLES), &mut files);
     for file in &files {
