@@ -1,4 +1,5 @@
-//! The decision log: one JSON line per admission decision, for cluster admins to audit.
+//! The decision log: one JSON line per admission decision, for cluster admins to audit; and
+//! reading back the background audit's PolicyReports (`audit --reports`).
 
 pub mod cli;
 pub mod events;
@@ -6,6 +7,7 @@ pub mod log;
 pub mod query;
 pub mod recent;
 mod report;
+pub mod reports;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
