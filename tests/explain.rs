@@ -432,3 +432,97 @@ fn the_command_explains_a_file_and_a_logged_decision() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The gatekeeper-library templates the suites use: the firing is the template's `violation`
+/// rule, at its line in the template's YAML file (the embedded Rego keeps its file lines).
+#[tokio::test]
+async fn gatekeeper_templates_are_explained_to_their_rule_line() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/gatekeeper-library/library/pod-security-policy");
+    for (dir, sample, constraint_name) in [
+        (
+            "privileged-containers",
+            "psp-privileged-container",
+            "psp-privileged-container",
+        ),
+        (
+            "host-namespaces",
+            "psp-host-namespace",
+            "psp-host-namespace",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let template = std::fs::read_to_string(root.join(dir).join("template.yaml")).unwrap();
+        std::fs::write(tmp.path().join("template.yaml"), &template).unwrap();
+        let samples = root.join(dir).join("samples").join(sample);
+        std::fs::copy(
+            samples.join("constraint.yaml"),
+            tmp.path().join("constraint.yaml"),
+        )
+        .unwrap();
+        let doc: Value = serde_saphyr::from_str(&template).unwrap();
+        let target = &doc["spec"]["targets"][0];
+        let rego = target["rego"]
+            .as_str()
+            .or_else(|| {
+                target["code"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["engine"] == "Rego")?["source"]["rego"]
+                    .as_str()
+            })
+            .unwrap()
+            .to_owned();
+        let admitter = sandbox_admission::review::admitter_with(
+            None,
+            Some(&tmp.path().to_path_buf()),
+            None,
+            None,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(samples.join("example_disallowed.yaml")).unwrap();
+        let mut object: Value = serde_saphyr::from_str(&text).unwrap();
+        if object["metadata"]["namespace"].is_null() {
+            object["metadata"]["namespace"] = json!("default");
+        }
+        let req = request(&object, "CREATE");
+        let (decision, explained) = admitter.explain(&req, None).await;
+        assert!(!decision.response.allowed, "{dir}: {:?}", decision.hits);
+        let e = explained
+            .iter()
+            .filter_map(|e| e.as_ref().ok())
+            .find(|e| e.policy == constraint_name)
+            .unwrap_or_else(|| panic!("{dir}: {explained:?}"));
+        assert!(e.file.starts_with("template.yaml"), "{dir}: {}", e.file);
+        assert!(!e.firings.is_empty(), "{dir}: {e:?}");
+        for f in &e.firings {
+            let line = template
+                .lines()
+                .nth(f.line as usize - 1)
+                .unwrap_or_default();
+            assert!(
+                rego.contains(line.trim()),
+                "{dir}: {line:?} is not in the template's Rego"
+            );
+            assert!(
+                line.trim_start().starts_with("violation"),
+                "{dir}: line {} is {line:?}",
+                f.line
+            );
+            assert_eq!(f.message.as_deref().is_some(), true, "{dir}: {f:?}");
+            for x in &f.expressions {
+                let l = template
+                    .lines()
+                    .nth(x.line as usize - 1)
+                    .unwrap_or_default();
+                assert!(
+                    l.contains(x.text.lines().next().unwrap()),
+                    "{dir}: {}:{} {l:?} vs {:?}",
+                    f.file,
+                    x.line,
+                    x.text
+                );
+            }
+        }
+    }
+}
