@@ -509,7 +509,7 @@ async fn gatekeeper_templates_are_explained_to_their_rule_line() {
                 "{dir}: line {} is {line:?}",
                 f.line
             );
-            assert_eq!(f.message.as_deref().is_some(), true, "{dir}: {f:?}");
+            assert!(f.message.is_some(), "{dir}: {f:?}");
             for x in &f.expressions {
                 let l = template
                     .lines()
