@@ -7,39 +7,32 @@ use std::sync::Mutex;
 use super::DecisionRecord;
 
 pub struct Recent {
-    ring: Mutex<VecDeque<(u64, DecisionRecord)>>,
+    /// The records with their sequence numbers, and the last number given.
+    ring: Mutex<(VecDeque<(u64, DecisionRecord)>, u64)>,
     capacity: usize,
-    next: Mutex<u64>,
 }
 
 impl Recent {
     pub fn new(capacity: usize) -> Self {
         Recent {
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            ring: Mutex::new((VecDeque::with_capacity(capacity.min(4096)), 0)),
             capacity: capacity.max(1),
-            next: Mutex::new(0),
         }
     }
 
     /// Keep `record`, dropping the oldest when full. Each record gets a sequence number that
     /// names it on the page (uids repeat: a shadow record shares its review's uid).
     pub fn push(&self, record: DecisionRecord) {
-        let seq = {
-            let mut n = self
-                .next
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            *n += 1;
-            *n
-        };
-        let mut ring = self
+        let mut guard = self
             .ring
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ring, last) = &mut *guard;
+        *last += 1;
         if ring.len() >= self.capacity {
             ring.pop_front();
         }
-        ring.push_back((seq, record));
+        ring.push_back((*last, record));
     }
 
     /// Newest first.
@@ -48,7 +41,7 @@ impl Recent {
             .ring
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ring.iter().rev().cloned().collect()
+        ring.0.iter().rev().cloned().collect()
     }
 
     pub fn get(&self, seq: u64) -> Option<DecisionRecord> {
@@ -56,7 +49,10 @@ impl Recent {
             .ring
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ring.iter().find(|(s, _)| *s == seq).map(|(_, r)| r.clone())
+        ring.0
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map(|(_, r)| r.clone())
     }
 }
 

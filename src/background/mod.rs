@@ -27,6 +27,16 @@ pub fn spawn_all(admitter: &Arc<Admitter>) -> Vec<JoinHandle<()>> {
         admitter.policies.clone(),
         admitter.metrics.clone(),
     ));
+    if let Some(shadow) = &admitter.shadow {
+        // The shadow set judges with the same data.inventory as the serving set, or its
+        // referential policies would disagree on every request.
+        tasks.extend(inventory::spawn(
+            cluster.clone(),
+            admitter.config.sync.clone(),
+            shadow.store.clone(),
+            admitter.metrics.clone(),
+        ));
+    }
     if admitter.config.audit.enabled {
         let settings =
             audit::AuditSettings::from_config(&admitter.config, audit::holder_identity());
