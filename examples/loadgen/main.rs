@@ -10,6 +10,7 @@
 //! Loopback only: every address it talks to is one it started or one given with `--target`.
 
 mod client;
+mod flood;
 mod noop;
 mod reload;
 mod report;
@@ -98,6 +99,16 @@ pub struct Args {
     /// Manifests the reviews are built from
     #[arg(long)]
     fixtures: Option<PathBuf>,
+    /// Flood scenario: this many connections POST large reviews back to back while the first
+    /// scenario (e.g. `--scenarios mutate@100`) runs; reports peak RSS and its latency
+    #[arg(long, default_value_t = 0)]
+    flood: usize,
+    /// Containers in the flood's Sandbox pod (700 ≈ 2 MiB)
+    #[arg(long, default_value_t = 700)]
+    flood_containers: usize,
+    /// Flood over h2 instead of HTTP/1.1
+    #[arg(long)]
+    flood_h2: bool,
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
@@ -228,8 +239,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let s = spawn::server(&args.binary, &cert_dir, &args.server_args)?;
         let first = json!({"reported_ms": s.reported_ms, "wall_ms": s.wall.as_secs_f64() * 1000.0});
         spawn::stop(s);
-        ready = time_to_ready(&args, &cert_dir, args.ready_runs)?;
-        ready["first_start_generating_certs"] = first;
+        if args.flood == 0 {
+            ready = time_to_ready(&args, &cert_dir, args.ready_runs)?;
+            ready["first_start_generating_certs"] = first;
+        }
         let s = spawn::server(&args.binary, &cert_dir, &args.server_args)?;
         let connector = client::connector(&cert_dir.join("ca.crt"), args.h2)?;
         let target = Target {
@@ -258,6 +271,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
     };
     let server_pid = server.as_ref().map(|s| s.child.id()).or(args.pid);
+    if args.flood > 0 {
+        let health = server.as_ref().and_then(|s| s.health);
+        let result = flood_mode(&args, &ours, server_pid, health, &scenarios, &settings).await;
+        if let Some(s) = server {
+            spawn::stop(s);
+        }
+        return result;
+    }
 
     // The ceiling: the no-op responder in its own process.
     let noop = if args.no_noop {
@@ -349,6 +370,83 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!("{}", report::summary_text(&report, &budgets));
+    }
+    Ok(())
+}
+
+/// `--flood N`: the flood and, meanwhile, the first scenario at its rate.
+async fn flood_mode(
+    args: &Args,
+    ours: &Target,
+    server_pid: Option<u32>,
+    health: Option<SocketAddr>,
+    scenarios: &[Scenario],
+    settings: &LoadSettings,
+) -> anyhow::Result<()> {
+    let Some(sc) = scenarios.first() else {
+        bail!("--flood needs a scenario for the ordinary reviews, e.g. --scenarios mutate@100");
+    };
+    let (_, body) = flood::large_review(args.flood_containers);
+    let large_bytes = body.len();
+    let rss = server_pid.map(spawn::RssSampler::start);
+    let s = LoadSettings {
+        rate: sc.rate,
+        ..settings.clone()
+    };
+    let end = tokio::time::Instant::now() + s.warmup + s.duration;
+    let flood_target = ours.clone();
+    let flood_h2 = args.flood_h2;
+    let connections = args.flood;
+    let flood = tokio::spawn(async move {
+        flood::run(&flood_target, connections, flood_h2, "/validate", body, end).await
+    });
+    let ordinary = client::run(ours, sc.items.clone(), &s, server_pid).await?;
+    let tally = flood.await?;
+    let metrics = match health {
+        Some(h) => flood::overload_metrics(h).await,
+        None => Vec::new(),
+    };
+    let (hwm, peak_rss) = rss.as_ref().map_or((f64::NAN, f64::NAN), |r| r.peaks_mib());
+    let report = json!({
+        "machine": {"cores": cores()},
+        "flood": {
+            "connections": args.flood,
+            "protocol": if args.flood_h2 { "h2" } else { "http/1.1" },
+            "large_review_bytes": large_bytes,
+            "containers": args.flood_containers,
+            "seconds": s.warmup.as_secs_f64() + s.duration.as_secs_f64(),
+            "outcomes": tally.to_json(),
+            "server_metrics": metrics,
+        },
+        "ordinary": {
+            "scenario": sc.name,
+            "connections": s.connections,
+            "protocol": if args.h2 { "h2" } else { "http/1.1" },
+            "stats": ordinary.to_json(),
+        },
+        "memory": {"server_peak_vmhwm_mib": hwm, "server_peak_vmrss_mib": peak_rss},
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "flood: {} {} connections x {} KiB reviews for {:.0} s: {} answered, refused {:?}, errors {:?}",
+            args.flood,
+            if args.flood_h2 { "h2" } else { "HTTP/1.1" },
+            large_bytes / 1024,
+            s.warmup.as_secs_f64() + s.duration.as_secs_f64(),
+            tally.answered,
+            tally.refused,
+            tally.errors
+        );
+        println!("ordinary {}: {}", sc.name, ordinary.line());
+        if !ordinary.errors.is_empty() {
+            println!("  ordinary errors {:?}", ordinary.errors);
+        }
+        println!("server peak RSS: VmHWM {hwm:.1} MiB (sampled VmRSS {peak_rss:.1} MiB)");
+        for m in metrics {
+            println!("  {m}");
+        }
     }
     Ok(())
 }
