@@ -115,6 +115,9 @@ pub struct Args {
     /// Internal: run the no-op responder with certificates in DIR
     #[arg(long, hide = true)]
     serve_noop: Option<PathBuf>,
+    /// Internal: be the flooding process (against --target, for --warmup + --duration seconds)
+    #[arg(long, hide = true)]
+    flood_child: bool,
 }
 
 /// The same allocator as the server binary: this process is also the no-op responder, and the
@@ -245,6 +248,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         let s = spawn::server(&args.binary, &cert_dir, &args.server_args)?;
         let connector = client::connector(&cert_dir.join("ca.crt"), args.h2)?;
+        let _ = FLOOD_CA.set(cert_dir.join("ca.crt"));
         let target = Target {
             name: "sandbox-admission".into(),
             addr: s.addr,
@@ -374,6 +378,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CA file that signed the server's certificate (what `client::connector` was built from).
+fn flood_ca(args: &Args) -> Option<PathBuf> {
+    args.ca.clone().or_else(|| FLOOD_CA.get().cloned())
+}
+
+/// The spawned server's CA, recorded by `run` for the flooding child.
+static FLOOD_CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// `--flood-child`: flood `--target` and print the outcomes as JSON.
+async fn flood_child(args: Args) -> anyhow::Result<()> {
+    sandbox_admission::certs::install_crypto_provider();
+    let (Some(addr), Some(ca)) = (args.target, args.ca.as_ref()) else {
+        bail!("--flood-child needs --target and --ca");
+    };
+    if !addr.ip().is_loopback() {
+        bail!("--target must be a loopback address");
+    }
+    let target = Target {
+        name: "sandbox-admission".into(),
+        addr,
+        connector: client::connector(ca, args.flood_h2)?,
+        check_uid: true,
+    };
+    let (_, body) = flood::large_review(args.flood_containers);
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(args.duration);
+    let tally = flood::run(&target, args.flood, args.flood_h2, "/validate", body, end).await;
+    println!("{}", serde_json::to_string(&tally.to_json())?);
+    Ok(())
+}
+
 /// `--flood N`: the flood and, meanwhile, the first scenario at its rate.
 async fn flood_mode(
     args: &Args,
@@ -393,15 +427,34 @@ async fn flood_mode(
         rate: sc.rate,
         ..settings.clone()
     };
-    let end = tokio::time::Instant::now() + s.warmup + s.duration;
-    let flood_target = ours.clone();
-    let flood_h2 = args.flood_h2;
-    let connections = args.flood;
-    let flood = tokio::spawn(async move {
-        flood::run(&flood_target, connections, flood_h2, "/validate", body, end).await
-    });
+    // The flood runs in its own process, so that its TLS work (encrypting megabytes for every
+    // attempt) competes with the ordinary client only for CPU, as another pod's would, and not
+    // for this process's async workers.
+    let seconds = s.warmup.as_secs_f64() + s.duration.as_secs_f64();
+    let Some(ca) = flood_ca(args) else {
+        bail!("--flood needs the server's CA (--spawn, or --target with --ca)");
+    };
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--flood-child")
+        .arg("--target")
+        .arg(ours.addr.to_string())
+        .arg("--ca")
+        .arg(&ca)
+        .args(["--flood", &args.flood.to_string()])
+        .args(["--flood-containers", &args.flood_containers.to_string()])
+        .args(["--warmup", "0", "--duration", &seconds.to_string()])
+        .args(if args.flood_h2 {
+            vec!["--flood-h2"]
+        } else {
+            vec![]
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("cannot start the flooding process")?;
     let ordinary = client::run(ours, sc.items.clone(), &s, server_pid).await?;
-    let tally = flood.await?;
+    let child_out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    let tally: Value = serde_json::from_slice(&child_out.stdout).unwrap_or(Value::Null);
     let metrics = match health {
         Some(h) => flood::overload_metrics(h).await,
         None => Vec::new(),
@@ -415,7 +468,7 @@ async fn flood_mode(
             "large_review_bytes": large_bytes,
             "containers": args.flood_containers,
             "seconds": s.warmup.as_secs_f64() + s.duration.as_secs_f64(),
-            "outcomes": tally.to_json(),
+            "outcomes": tally,
             "server_metrics": metrics,
         },
         "ordinary": {
@@ -430,14 +483,14 @@ async fn flood_mode(
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "flood: {} {} connections x {} KiB reviews for {:.0} s: {} answered, refused {:?}, errors {:?}",
+            "flood: {} {} connections x {} KiB reviews for {seconds:.0} s: {} answered, refused {}, errors {}, {} connections opened",
             args.flood,
             if args.flood_h2 { "h2" } else { "HTTP/1.1" },
             large_bytes / 1024,
-            s.warmup.as_secs_f64() + s.duration.as_secs_f64(),
-            tally.answered,
-            tally.refused,
-            tally.errors
+            tally["answered"],
+            tally["refused_by_status"],
+            tally["errors"],
+            tally["connections_opened"],
         );
         println!("ordinary {}: {}", sc.name, ordinary.line());
         if !ordinary.errors.is_empty() {
@@ -465,6 +518,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match args.serve_noop.clone() {
         Some(dir) => runtime.block_on(noop::serve(&dir)),
+        None if args.flood_child => runtime.block_on(flood_child(args)),
         None => runtime.block_on(run(args)),
     };
     match result {
