@@ -40,6 +40,8 @@ pub struct Policy {
     pub action: Action,
     pub failure: FailurePolicy,
     pub(super) meta: Metadata,
+    /// Its package as a reference (`data.sandbox.example`).
+    pub(super) package: String,
     /// The query statement binding this policy's violations to `binding` (used alone to pin an
     /// evaluation failure on this policy, and by the load probe).
     pub(super) statement: String,
@@ -245,7 +247,7 @@ impl PolicySet {
             } = pend;
             let name = meta.name.clone().unwrap_or_else(|| stem(&path));
             if !super::meta::valid_policy_name(&name) {
-                issues.push(issue(&path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits and '-'; set `name` in the metadata")));
+                issues.push(issue(&path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits, '-' and '.'; set `name` in the metadata")));
                 continue;
             }
             if !names.insert(name.clone()) {
@@ -291,6 +293,7 @@ impl PolicySet {
                 action: meta.enforcement_action,
                 failure: meta.failure_policy,
                 meta,
+                package: package.clone(),
                 statement,
                 binding,
                 violations,
