@@ -14,6 +14,7 @@ pub mod network;
 mod patch;
 mod runtime;
 pub mod sandbox_pod;
+mod seal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +27,14 @@ use crate::admission::{AdmissionRequest, Operation};
 use crate::cluster::{ClusterAccess, Ensured, Lookup};
 use crate::config::Config;
 
+pub use bookkeeping::{
+    ANNOTATIONS as BOOKKEEPING_ANNOTATIONS, INPUT_ANNOTATIONS, LABELS as BOOKKEEPING_LABELS,
+};
 pub use config::{HardeningConfig, MutationConfig, NetworkProfile, OnFailure, RuntimeProfile};
 pub use patch::Refusal;
+pub use seal::Seal;
 
-use bookkeeping::Bookkeeping;
+use bookkeeping::{Bookkeeping, PodRef};
 use runtime::{Placement, Source};
 use sandbox_pod::PodHead;
 
@@ -50,6 +55,8 @@ pub struct Mutator {
     config: MutationConfig,
     prefix: String,
     cluster: Option<Arc<dyn ClusterAccess>>,
+    /// Seals the admission time; `serve` keys it from the serving key ([`Mutator::seal`]).
+    seal: Arc<Seal>,
 }
 
 impl Mutator {
@@ -65,7 +72,14 @@ impl Mutator {
             config: config.mutation.clone(),
             prefix: config.label_prefix.clone(),
             cluster,
+            seal: Arc::new(Seal::random()),
         }
+    }
+
+    /// The seal on `admitted-at`. A random key until `serve` rotates it to one derived from the
+    /// serving key that all replicas share, so that any replica verifies another's seal.
+    pub fn seal(&self) -> &Arc<Seal> {
+        &self.seal
     }
 
     pub async fn mutate(&self, req: &AdmissionRequest) -> MutationOutcome {
@@ -91,13 +105,28 @@ impl Mutator {
             .ok_or_else(|| Refusal::new("CREATE Pod request carries no object"))?;
         let pod = PodHead::deserialize(object)
             .map_err(|e| Refusal::new(format!("the pod cannot be read as a v1 Pod: {e}")))?;
-        let Some(identity) = sandbox_pod::identify(&pod.metadata) else {
-            return Ok(MutationOutcome::default());
-        };
         let namespace = if req.namespace.is_empty() {
             pod.metadata.namespace.clone().unwrap_or_default()
         } else {
             req.namespace.clone()
+        };
+        let mut out = MutationOutcome::default();
+        // Read at most once: for enforce mode (pods without Sandbox marks) and for profiles.
+        let mut known_ns_labels = None;
+        let identity = match sandbox_pod::identify(&pod.metadata) {
+            Some(identity) => identity,
+            None => {
+                // Not a Sandbox pod by its own marks; in an enforce namespace it is one anyway.
+                // Decided here from the namespace cache, whatever webhook entry sent it.
+                let labels = self.namespace_labels(&namespace).await?;
+                if !sandbox_pod::enforced(&labels, &self.prefix) {
+                    return Ok(MutationOutcome::default());
+                }
+                known_ns_labels = Some(labels);
+                out.audit_annotations
+                    .insert("isolation".into(), sandbox_pod::ENFORCE.into());
+                sandbox_pod::enforced_identity(&pod.metadata)
+            }
         };
 
         let runtime_key = format!("{}runtime", self.prefix);
@@ -111,14 +140,15 @@ impl Mutator {
         };
         let (runtime_annotation, network_annotation) =
             (annotation(&runtime_key), annotation(&network_key));
-        let ns_labels = if runtime_annotation.is_none() || network_annotation.is_none() {
-            self.namespace_labels(&namespace).await?
-        } else {
-            BTreeMap::new()
+        let ns_labels = match known_ns_labels {
+            Some(labels) => labels,
+            None if runtime_annotation.is_none() || network_annotation.is_none() => {
+                self.namespace_labels(&namespace).await?
+            }
+            None => BTreeMap::new(),
         };
         let ns_label = |key: &str| ns_labels.get(key).map(String::as_str);
 
-        let mut out = MutationOutcome::default();
         let mut mutated = object.clone();
 
         let (runtime_name, profile, source) = runtime::choose(
@@ -162,6 +192,12 @@ impl Mutator {
                 network_profile: network_name,
                 idle_timeout: &self.config.idle_timeout,
                 now: Utc::now(),
+                seal: &self.seal,
+                pod: PodRef {
+                    namespace: &namespace,
+                    name: pod.metadata.name.as_deref().unwrap_or_default(),
+                    generate_name: pod.metadata.generate_name.as_deref().unwrap_or_default(),
+                },
             },
             &mut out.mutations,
         )?;
@@ -191,7 +227,7 @@ impl Mutator {
             Lookup::Found(ns) => Ok(ns.metadata.labels.clone().unwrap_or_default()),
             Lookup::Missing => Ok(BTreeMap::new()),
             Lookup::Unavailable(reason) => Err(Refusal::new(format!(
-                "cannot read namespace {namespace:?} to choose the runtime and network profiles: {reason}; retry shortly"
+                "cannot read namespace {namespace:?}, whose labels decide enforce mode and the runtime and network profiles: {reason}; retry shortly"
             ))),
         }
     }

@@ -1,0 +1,203 @@
+//! Closing the ways around the webhook, over real HTTPS: bookkeeping a Sandbox author cannot
+//! forge, Sandboxes that try to pre-set it refused by name, and pods selected whatever marks they
+//! drop (enforce mode decided by the server from its namespace cache).
+
+mod common;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use common::{TestServer, fixture_docs, request_for, test_config};
+use sandbox_admission::cluster::{ClusterAccess, FakeCluster};
+use serde_json::{Value, json};
+
+const P: &str = "sandbox-admission.io/";
+
+fn hello_sandbox() -> Value {
+    fixture_docs("agent-sandbox/examples/hello-world-sandbox/hello-world.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Sandbox")
+        .expect("hello-world Sandbox")
+}
+
+/// The lines of a deny message that come from `policy`.
+fn lines_of(response: &Value, policy: &str) -> Vec<String> {
+    let tag = format!("[{policy}] ");
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.strip_prefix(&tag).map(String::from))
+        .collect()
+}
+
+/// The pod the controller creates for Sandbox `name`, carrying the template's metadata.
+fn controller_pod(name: &str, labels: Value, annotations: Value) -> Value {
+    let mut all_labels = json!({"agents.x-k8s.io/sandbox-name-hash": sandbox_admission::mutate::labels::name_hash(name)});
+    for (k, v) in labels.as_object().cloned().unwrap_or_default() {
+        all_labels[k] = v;
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "team", "labels": all_labels, "annotations": annotations,
+            "ownerReferences": [{"apiVersion": "agents.x-k8s.io/v1beta1", "kind": "Sandbox",
+                "name": name, "uid": "3c0e6a57-0000-4000-8000-00000000000a", "controller": true}]},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+    })
+}
+
+fn apply_patch(pod: &Value, response: &Value) -> Value {
+    let mut patched = pod.clone();
+    if let Some(b64) = response["patch"].as_str() {
+        assert_eq!(response["patchType"], "JSONPatch");
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&raw).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+    }
+    patched
+}
+
+#[tokio::test]
+async fn sandboxes_presetting_bookkeeping_are_refused_naming_each_key() {
+    let server = TestServer::start().await;
+    let mut sandbox = hello_sandbox();
+    sandbox["spec"]["podTemplate"]["metadata"] = json!({
+        "labels": {format!("{P}sandbox-uid"): "someone-else"},
+        "annotations": {format!("{P}admitted-at"): "2030-01-01T00:00:00Z",
+                        format!("{P}runtime"): "gvisor"}
+    });
+    let response = server
+        .review("/validate", request_for(&sandbox, "CREATE", "team"))
+        .await;
+    assert_eq!(response["allowed"], false);
+    let mut lines = lines_of(&response, "sandbox-reserved-metadata");
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "podTemplate.metadata.annotations: \"{P}admitted-at\" is reserved: sandbox-admission sets it at admission"
+            ),
+            format!(
+                "podTemplate.metadata.labels: \"{P}sandbox-uid\" is reserved: sandbox-admission sets it at admission"
+            ),
+        ],
+        "{response}"
+    );
+
+    // A template that only chooses its runtime profile is not refused for that.
+    let mut template = json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxTemplate",
+        "metadata": {"name": "t", "namespace": "team"},
+        "spec": {"podTemplate": sandbox["spec"]["podTemplate"].clone()}
+    });
+    template["spec"]["podTemplate"]["metadata"] =
+        json!({"annotations": {format!("{P}runtime"): "kata"}});
+    let response = server
+        .review("/validate", request_for(&template, "CREATE", "team"))
+        .await;
+    assert!(
+        lines_of(&response, "sandbox-reserved-metadata").is_empty(),
+        "{response}"
+    );
+    template["spec"]["podTemplate"]["metadata"] =
+        json!({"annotations": {format!("{P}idle-timeout"): "87600h"}});
+    let response = server
+        .review("/validate", request_for(&template, "CREATE", "team"))
+        .await;
+    assert_eq!(response["allowed"], false);
+    assert_eq!(
+        lines_of(&response, "sandbox-reserved-metadata").len(),
+        1,
+        "{response}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn forged_bookkeeping_does_not_survive_create_and_reinvocation_is_empty() {
+    let server = TestServer::start().await;
+    // What the controller makes of a Sandbox whose template forged the idle clock, copied a
+    // running pod's seal, and invented a key of its own.
+    let pod = controller_pod(
+        "box",
+        json!({format!("{P}claimed"): "true", format!("{P}exempt"): "yes"}),
+        json!({format!("{P}admitted-at"): "2030-01-01T00:00:00Z",
+               format!("{P}admitted-at-seal"): "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+               format!("{P}idle-timeout"): "87600h",
+               format!("{P}audit-exempt"): "true",
+               format!("{P}network-profile"): "isolated"}),
+    );
+    let response = server
+        .review("/mutate", request_for(&pod, "CREATE", "team"))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let patched = apply_patch(&pod, &response);
+    let (labels, annotations) = (
+        &patched["metadata"]["labels"],
+        &patched["metadata"]["annotations"],
+    );
+    let admitted = annotations[format!("{P}admitted-at")].as_str().unwrap();
+    let admitted = chrono::DateTime::parse_from_rfc3339(admitted).unwrap();
+    let age = chrono::Utc::now().signed_duration_since(admitted);
+    assert!(
+        age >= chrono::Duration::zero() && age < chrono::Duration::minutes(1),
+        "admitted-at is the real admission time, got {admitted}"
+    );
+    assert_ne!(
+        annotations[format!("{P}admitted-at-seal")],
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    );
+    assert_eq!(annotations[format!("{P}idle-timeout")], "1h");
+    assert!(annotations.get(format!("{P}audit-exempt")).is_none());
+    assert_eq!(annotations[format!("{P}network-profile")], "isolated");
+    assert!(labels.get(format!("{P}claimed")).is_none());
+    assert!(labels.get(format!("{P}exempt")).is_none());
+    assert_eq!(labels[format!("{P}network-profile")], "isolated");
+
+    // reinvocationPolicy: IfNeeded sends the webhook its own output: an empty patch.
+    let again = server
+        .review("/mutate", request_for(&patched, "CREATE", "team"))
+        .await;
+    assert_eq!(again["allowed"], true);
+    assert!(again.get("patch").is_none(), "{again}");
+
+    // A copy of those annotations on another Sandbox's pod (a new UID) is not accepted.
+    let mut copy = controller_pod("box", json!({}), patched["metadata"]["annotations"].clone());
+    copy["metadata"]["ownerReferences"][0]["uid"] = json!("3c0e6a57-0000-4000-8000-00000000000b");
+    let response = server
+        .review("/mutate", request_for(&copy, "CREATE", "team"))
+        .await;
+    let ops = patch_paths(&response);
+    assert!(
+        ops.iter()
+            .any(|p| p == "/metadata/annotations/sandbox-admission.io~1admitted-at-seal"),
+        "{ops:?}"
+    );
+    server.stop().await;
+}
+
+fn patch_paths(response: &Value) -> Vec<String> {
+    let Some(b64) = response["patch"].as_str() else {
+        return Vec::new();
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    let ops: Vec<Value> = serde_json::from_slice(&raw).unwrap();
+    ops.iter()
+        .filter_map(|o| o["path"].as_str().map(String::from))
+        .collect()
+}
+
+#[allow(dead_code)]
+fn fake(cluster: FakeCluster) -> Option<Arc<dyn ClusterAccess>> {
+    Some(Arc::new(cluster))
+}
+
+#[allow(dead_code)]
+fn unused() -> sandbox_admission::config::Config {
+    test_config()
+}
