@@ -192,12 +192,132 @@ fn patch_paths(response: &Value) -> Vec<String> {
         .collect()
 }
 
-#[allow(dead_code)]
 fn fake(cluster: FakeCluster) -> Option<Arc<dyn ClusterAccess>> {
     Some(Arc::new(cluster))
 }
 
-#[allow(dead_code)]
-fn unused() -> sandbox_admission::config::Config {
-    test_config()
+async fn server_with_namespaces() -> TestServer {
+    let cluster = FakeCluster::new()
+        .with_simple_runtime_class("gvisor", "runsc")
+        .with_simple_runtime_class("kata-qemu", "kata-qemu")
+        .with_namespace("locked", &[(&format!("{P}isolation"), "enforce")])
+        .with_namespace("team", &[]);
+    TestServer::start_full(test_config(), None, fake(cluster), false).await
+}
+
+/// A pod with no Sandbox marks at all, as a Deployment or a user would create it.
+fn plain_pod(namespace: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "escapee", "namespace": namespace, "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+    })
+}
+
+#[tokio::test]
+async fn enforce_namespace_mutates_and_validates_every_pod() {
+    let server = server_with_namespaces().await;
+    let pod = plain_pod("locked");
+    let response = server
+        .review("/mutate", request_for(&pod, "CREATE", "locked"))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(response["auditAnnotations"]["isolation"], "enforce");
+    let patched = apply_patch(&pod, &response);
+    assert_eq!(patched["spec"]["runtimeClassName"], "gvisor");
+    assert_eq!(
+        patched["spec"]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(
+        patched["metadata"]["labels"][format!("{P}network-profile")],
+        "default"
+    );
+    let again = server
+        .review("/mutate", request_for(&patched, "CREATE", "locked"))
+        .await;
+    assert!(again.get("patch").is_none(), "{again}");
+
+    // Validated as a Sandbox pod: arriving without a sandboxed runtime (mutation skipped) is denied,
+    // and so is a privileged container, which no mutation fixes.
+    let response = server
+        .review("/validate", request_for(&pod, "CREATE", "locked"))
+        .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert!(
+        !lines_of(&response, "sandbox-runtime-class").is_empty(),
+        "{response}"
+    );
+    let mut privileged = patched.clone();
+    privileged["spec"]["containers"][0]["securityContext"]["privileged"] = json!(true);
+    let response = server
+        .review("/validate", request_for(&privileged, "CREATE", "locked"))
+        .await;
+    assert!(
+        !lines_of(&response, "sandbox-privileged").is_empty(),
+        "{response}"
+    );
+
+    // The same pods in an ordinary namespace are not Sandbox pods: untouched and not judged.
+    let pod = plain_pod("team");
+    let response = server
+        .review("/mutate", request_for(&pod, "CREATE", "team"))
+        .await;
+    assert_eq!(response["allowed"], true);
+    assert!(response.get("patch").is_none(), "{response}");
+    let mut privileged = pod.clone();
+    privileged["spec"]["containers"][0]["securityContext"] = json!({"privileged": true});
+    let response = server
+        .review("/validate", request_for(&privileged, "CREATE", "team"))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pods_dropping_one_mark_are_still_sandbox_pods() {
+    let server = server_with_namespaces().await;
+    let full = controller_pod("box", json!({}), json!({}));
+    let mut owner_only = full.clone();
+    owner_only["metadata"]["labels"] = json!({"app": "x"});
+    let mut label_only = full.clone();
+    label_only["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    for (what, pod) in [("owner only", owner_only), ("label only", label_only)] {
+        let response = server
+            .review("/mutate", request_for(&pod, "CREATE", "team"))
+            .await;
+        let patched = apply_patch(&pod, &response);
+        assert_eq!(patched["spec"]["runtimeClassName"], "gvisor", "{what}");
+        let mut privileged = patched.clone();
+        privileged["spec"]["containers"][0]["securityContext"]["privileged"] = json!(true);
+        let response = server
+            .review("/validate", request_for(&privileged, "CREATE", "team"))
+            .await;
+        assert!(
+            !lines_of(&response, "sandbox-privileged").is_empty(),
+            "{what}: {response}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn enforce_mode_is_decided_by_the_server_and_fails_closed() {
+    // A plain pod reaching /mutate while the namespace cache is not usable is refused: the
+    // server cannot tell whether its namespace enforces isolation, so it does not guess.
+    let cluster = FakeCluster::new().unavailable("namespace cache not synced");
+    let server = TestServer::start_full(test_config(), None, fake(cluster), false).await;
+    let response = server
+        .review(
+            "/mutate",
+            request_for(&plain_pod("locked"), "CREATE", "locked"),
+        )
+        .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("enforce mode"), "{message}");
+    server.stop().await;
 }
