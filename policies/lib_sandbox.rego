@@ -48,15 +48,32 @@ pod_judged if review.operation == "CREATE"
 
 pod_judged if review.subResource == "ephemeralcontainers"
 
+# What the server knows beyond the AdmissionRequest (policies/README.md, "What the server
+# adds"): the effective pod of a Sandbox or template, how it is judged, the runtimes it knows.
+# Absent when a policy runs elsewhere (OPA, Gatekeeper, `opa test`): the rules then judge the
+# object as written.
+context := object.get(input, "sandbox_admission", {})
+
+# A Sandbox's or template's pod spec as written by its author.
+written_spec := object.get(obj, ["spec", "podTemplate", "spec"], {})
+
+# The pod spec a Sandbox or template is judged by: the pod the controller will create, as this
+# webhook's mutation leaves it, when the server offers it; otherwise the spec as written.
+template_spec := context.effective_pod.spec
+
+template_spec := written_spec if not context.effective_pod
+
+judging_effective if context.effective_pod
+
 # The pod spec under judgement. Missing in a Sandbox or template it is `{}`, so every rule that
 # needs a field finds it absent and fails closed. Undefined for objects with no pod spec
 # (plain pods, other kinds): the pod rules do not apply to them.
-pod_spec := object.get(obj, ["spec", "podTemplate", "spec"], {}) if {
+pod_spec := template_spec if {
 	is_sandbox
 	not being_deleted
 }
 
-pod_spec := object.get(obj, ["spec", "podTemplate", "spec"], {}) if {
+pod_spec := template_spec if {
 	is_template
 	not being_deleted
 }
@@ -66,14 +83,48 @@ pod_spec := object.get(obj, "spec", {}) if {
 	pod_judged
 }
 
+# Did the mutation fill in the pod spec field at `path` (a JSON pointer under the spec, such as
+# "/runtimeClassName" or "/containers/0/securityContext")?
+defaulted(path) if {
+	full := concat("", ["/spec", path])
+	some d in object.get(context, "defaulted", [])
+	pointer_within(full, d)
+}
+
+pointer_within(p, d) if p == d
+
+pointer_within(p, d) if startswith(p, concat("", [d, "/"]))
+
+# Where a judged value came from, for denial messages: the author, or this webhook's defaults.
+# Empty when the object is judged as written (nothing was filled in).
+origin(path) := " (filled in by sandbox-admission)" if {
+	judging_effective
+	defaulted(path)
+}
+
+origin(path) := sprintf(" (as written in the %s)", [review.kind.kind]) if {
+	judging_effective
+	not defaulted(path)
+}
+
+origin(_) := "" if not judging_effective
+
+# `name` equals `pattern`, or starts with it when it ends in `*`.
+matches_pattern(name, pattern) if name == pattern
+
+matches_pattern(name, pattern) if {
+	endswith(pattern, "*")
+	startswith(name, trim_suffix(pattern, "*"))
+}
+
 container_fields := ["containers", "initContainers", "ephemeralContainers"]
 
-# Every container of the pod spec, with the field it came from.
-containers contains {"field": field, "name": object.get(c, "name", "(unnamed)"), "spec": c} if {
+# Every container of the pod spec, with the field it came from and its JSON pointer.
+containers contains {"field": field, "name": object.get(c, "name", "(unnamed)"), "spec": c, "path": sprintf("/%s/%d", [field, i])} if {
 	some field in container_fields
 	list := object.get(pod_spec, field, [])
 	is_array(list)
-	some c in list
+	some i, c in list
 }
 
 # Ephemeral containers may not set resources or ports, so those rules skip them.
@@ -109,11 +160,5 @@ has_key(o, k) if _ = o[k]
 # Namespace allowlists: an exact name or a prefix ending in `*`.
 namespace_allowed(allowed) if {
 	some pattern in allowed
-	pattern == review.namespace
-}
-
-namespace_allowed(allowed) if {
-	some pattern in allowed
-	endswith(pattern, "*")
-	startswith(review.namespace, trim_suffix(pattern, "*"))
+	matches_pattern(review.namespace, pattern)
 }

@@ -68,6 +68,13 @@ template_input(spec, params) := {
 	"parameters": params,
 }
 
+# A Sandbox judged by its effective pod (`spec` standing for it), with the pointers the
+# mutation filled in.
+effective_sandbox_input(spec, params, defaulted) := inp if {
+	ctx := {"judge": "effective", "effective_pod": sandbox_pod(spec), "defaulted": defaulted}
+	inp := object.union(sandbox_input(spec, params), {"sandbox_admission": ctx})
+}
+
 pod_input(spec, params) := {
 	"review": review("", "Pod", "v1", "CREATE", sandbox_pod(spec)),
 	"parameters": params,

@@ -3,7 +3,7 @@ package sandbox.runtime_class
 import data.lib.testdata as td
 import rego.v1
 
-params := {"allowedRuntimeClasses": ["gvisor", "kata-qemu"]}
+params := {"sandboxedRuntimeClasses": ["gvisor", "kata-qemu"], "sandboxedHandlers": ["runsc", "kata", "kata-*"]}
 
 test_allowed_class_passes_everywhere if {
 	every inp in td.all_inputs(td.good_pod_spec, params) {
@@ -21,7 +21,7 @@ test_missing_class_is_denied_everywhere if {
 test_other_class_is_denied if {
 	spec := object.union(td.good_pod_spec, {"runtimeClassName": "runc"})
 	some v in violation with input as td.pod_input(spec, params)
-	contains(v.msg, "\"runc\" is not allowed")
+	contains(v.msg, "\"runc\" is not a sandboxed runtime")
 }
 
 test_plain_pod_is_not_judged if {
@@ -30,5 +30,32 @@ test_plain_pod_is_not_judged if {
 }
 
 test_empty_allowlist_denies_everything if {
-	count(violation) == 1 with input as td.sandbox_input(td.good_pod_spec, {"allowedRuntimeClasses": []})
+	count(violation) == 1 with input as td.sandbox_input(td.good_pod_spec, {"sandboxedRuntimeClasses": [], "sandboxedHandlers": []})
+}
+
+test_a_profile_class_is_accepted if {
+	spec := object.union(td.good_pod_spec, {"runtimeClassName": "my-gvisor"})
+	inp := td.sandbox_input(spec, params)
+	count(violation) == 1 with input as inp
+	ctx := {"runtime_classes": {"my-gvisor": {"profile": "gvisor", "handler": "runsc"}}}
+	count(violation) == 0 with input as object.union(inp, {"sandbox_admission": ctx})
+}
+
+test_a_class_is_accepted_by_its_handler if {
+	spec := object.union(td.good_pod_spec, {"runtimeClassName": "secure"})
+	inp := td.pod_input(spec, params)
+	kata := {"runtime_class": {"metadata": {"name": "secure"}, "handler": "kata-clh"}}
+	count(violation) == 0 with input as object.union(inp, {"sandbox_admission": kata})
+	runc := {"runtime_class": {"metadata": {"name": "secure"}, "handler": "runc"}}
+	count(violation) == 1 with input as object.union(inp, {"sandbox_admission": runc})
+	other := {"runtime_class": {"metadata": {"name": "other"}, "handler": "kata"}}
+	count(violation) == 1 with input as object.union(inp, {"sandbox_admission": other})
+}
+
+test_a_defaulted_class_says_so if {
+	spec := object.union(td.good_pod_spec, {"runtimeClassName": "runc"})
+	some v in violation with input as td.effective_sandbox_input(spec, params, ["/spec/runtimeClassName"])
+	contains(v.msg, "(filled in by sandbox-admission)")
+	some w in violation with input as td.effective_sandbox_input(spec, params, [])
+	contains(w.msg, "(as written in the Sandbox)")
 }

@@ -79,6 +79,14 @@ pub struct ServeArgs {
     /// Log format for the operational log on stderr
     #[arg(long, env = "SANDBOX_ADMISSION_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Policy profile: `default` (isolation denies, hygiene warns) or `strict` (upstream's
+    /// ValidatingAdmissionPolicy example, verdict for verdict) [default: default]
+    #[arg(long, env = "SANDBOX_ADMISSION_PROFILE")]
+    pub profile: Option<String>,
+    /// Judge Sandboxes and templates as the pod they become (`effective`) or as written
+    /// [default: effective; as-written under --profile strict]
+    #[arg(long, env = "SANDBOX_ADMISSION_JUDGE", value_enum)]
+    pub judge: Option<crate::config::Judge>,
     /// Never talk to a Kubernetes API server, even when a kubeconfig or in-cluster config exists
     #[arg(long, env = "SANDBOX_ADMISSION_NO_CLUSTER")]
     pub no_cluster: bool,
@@ -153,6 +161,13 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     if let Some(f) = args.log_format {
         config.log_format = f;
     }
+    if let Some(p) = args.profile {
+        config.policy.profile = p;
+    }
+    if args.judge.is_some() {
+        config.validation.judge = args.judge;
+    }
+    config.policy.validate().map_err(anyhow::Error::msg)?;
     if args.decision_log.is_some() {
         config.decision_log.file = args.decision_log;
     }

@@ -53,7 +53,41 @@ pub struct Config {
     pub mutation: MutationConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub validation: ValidationConfig,
 }
+
+/// How `/validate` judges Sandboxes and SandboxTemplates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Unset: `effective`, except under the `strict` profile, which reproduces upstream's
+    /// ValidatingAdmissionPolicy and so judges what was written.
+    #[serde(default)]
+    pub judge: Option<Judge>,
+}
+
+/// What the pod policies see for a Sandbox or SandboxTemplate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Judge {
+    /// The pod the controller will create, as this webhook's mutation will leave it.
+    Effective,
+    /// `spec.podTemplate.spec` exactly as the author wrote it.
+    AsWritten,
+}
+
+impl Judge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Judge::Effective => "effective",
+            Judge::AsWritten => "as-written",
+        }
+    }
+}
+
+/// The profile that reproduces upstream's ValidatingAdmissionPolicy example.
+pub const STRICT_PROFILE: &str = "strict";
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -75,6 +109,17 @@ pub struct TlsConfig {
 pub struct ServiceRef {
     pub name: String,
     pub namespace: String,
+}
+
+impl Config {
+    /// How Sandboxes and templates are judged, after the profile's default.
+    pub fn judge(&self) -> Judge {
+        match self.validation.judge {
+            Some(j) => j,
+            None if self.policy.profile == STRICT_PROFILE => Judge::AsWritten,
+            None => Judge::Effective,
+        }
+    }
 }
 
 impl Default for ServiceRef {

@@ -7,15 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use serde_json::Value;
 
 use crate::admission::{self, AdmissionRequest, DecodeError, Response};
 use crate::audit::events::Events;
 use crate::audit::{DecisionLog, DecisionRecord};
 use crate::cluster::{ClusterAccess, namespace_object};
 use crate::config::Config;
+use crate::config::Judge;
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
-use crate::mutate::{MutationOutcome, Mutator};
-use crate::policy::{Action, PolicyHit, PolicySource, PolicyStore};
+use crate::mutate::{MutationOutcome, Mutator, Refusal};
+use crate::policy::{Action, EvalContext, PolicyHit, PolicySource, PolicyStore};
+
+/// The name a denial carries when a Sandbox's or template's pod cannot be built or mutated.
+pub const EFFECTIVE_POD_POLICY: &str = "sandbox-effective-pod";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -71,6 +76,8 @@ pub struct Admitter {
     pub events: Events,
     /// Cluster access, when there is some: the Namespace for `input.review.namespaceObject`.
     pub cluster: Option<Arc<dyn ClusterAccess>>,
+    /// `input.sandbox_admission.runtime_classes`: the configured profiles' RuntimeClasses.
+    profile_classes: Value,
 }
 
 impl Admitter {
@@ -90,8 +97,22 @@ impl Admitter {
         };
         let policies = PolicyStore::load(&source, &config.policy, metrics.clone())
             .map_err(|e| anyhow::anyhow!("policy set {} does not load:\n{e}", source.describe()))?;
+        let mutator = Mutator::new(&config, cluster.clone());
+        let profile_classes = Value::Object(
+            mutator
+                .profile_classes()
+                .into_iter()
+                .map(|(class, profile, handler)| {
+                    (
+                        class.to_owned(),
+                        serde_json::json!({"profile": profile, "handler": handler}),
+                    )
+                })
+                .collect(),
+        );
         Ok(Admitter {
-            mutator: Mutator::new(&config, cluster.clone()),
+            mutator,
+            profile_classes,
             cluster,
             config,
             policies,
@@ -113,10 +134,74 @@ impl Admitter {
                     }
                     _ => None,
                 };
-                let hits = self.policies.evaluate(req, namespace.as_ref());
+                let (context, refusal) = self.validation_context(req).await;
+                let mut hits: Vec<PolicyHit> = refusal.into_iter().collect();
+                hits.extend(self.policies.evaluate_with(
+                    req,
+                    &EvalContext {
+                        namespace: namespace.as_ref(),
+                        sandbox_admission: Some(&context),
+                    },
+                ));
                 decide_validation(req, hits)
             }
         }
+    }
+
+    /// `input.sandbox_admission` for one request (`policies/README.md`): how it is judged, the
+    /// effective pod of a Sandbox or template, the runtimes this installation recognises, and
+    /// the cluster's RuntimeClass of the judged pod. A template that mutation would refuse is a
+    /// denial of its own, since its pod could never be admitted.
+    async fn validation_context(&self, req: &AdmissionRequest) -> (Value, Option<PolicyHit>) {
+        let judge = self.config.judge();
+        let mut ctx = serde_json::Map::new();
+        ctx.insert("judge".into(), Value::from(judge.as_str()));
+        ctx.insert("runtime_classes".into(), self.profile_classes.clone());
+        let mut refusal = None;
+        let effective = match judge {
+            Judge::Effective => self.mutator.effective_pod(req).await,
+            Judge::AsWritten => None,
+        };
+        let class = match effective {
+            Some(Ok(e)) => {
+                let class = e
+                    .pod
+                    .pointer("/spec/runtimeClassName")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                ctx.insert("effective_pod".into(), e.pod);
+                ctx.insert("defaulted".into(), Value::from(e.defaulted));
+                class
+            }
+            Some(Err(Refusal(message))) => {
+                refusal = Some(PolicyHit {
+                    policy: EFFECTIVE_POD_POLICY.into(),
+                    action: Action::Deny,
+                    message: format!(
+                        "the pod this {} would create cannot be admitted: {message}",
+                        req.kind.kind
+                    ),
+                });
+                None
+            }
+            None => {
+                let written = match req.kind.kind.as_str() {
+                    "Pod" => "/spec/runtimeClassName",
+                    _ => "/spec/podTemplate/spec/runtimeClassName",
+                };
+                req.object()
+                    .and_then(|o| o.pointer(written))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }
+        };
+        if let Some(class) = class.filter(|c| !c.is_empty())
+            && let Some(rc) = self.mutator.runtime_class(&class).await
+            && let Ok(rc) = serde_json::to_value(rc)
+        {
+            ctx.insert("runtime_class".into(), rc);
+        }
+        (Value::Object(ctx), refusal)
     }
 
     /// The whole pipeline for one HTTP body, within `deadline`.

@@ -51,6 +51,24 @@ pub struct MutationOutcome {
     pub audit_annotations: BTreeMap<String, String>,
 }
 
+/// The pod validation judges for a Sandbox or SandboxTemplate.
+#[derive(Debug, Clone)]
+pub struct EffectivePod {
+    /// The whole Pod, as the controller would create it and this mutation would leave it.
+    pub pod: Value,
+    /// JSON pointers (into `pod`) of what the mutation added or changed: everything else is as
+    /// the author wrote it.
+    pub defaulted: Vec<String>,
+    pub mutations: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TemplateOwner {
+    Sandbox,
+    Template,
+}
+
 pub struct Mutator {
     config: MutationConfig,
     prefix: String,
@@ -110,7 +128,6 @@ impl Mutator {
         } else {
             req.namespace.clone()
         };
-        let mut out = MutationOutcome::default();
         // Read at most once: for enforce mode (pods without Sandbox marks) and for profiles.
         let mut known_ns_labels = None;
         let identity = match sandbox_pod::identify(&pod.metadata) {
@@ -123,12 +140,95 @@ impl Mutator {
                     return Ok(MutationOutcome::default());
                 }
                 known_ns_labels = Some(labels);
-                out.audit_annotations
-                    .insert("isolation".into(), sandbox_pod::ENFORCE.into());
                 sandbox_pod::enforced_identity(&pod.metadata)
             }
         };
+        let enforced = known_ns_labels.is_some();
+        let (mutated, mut out, network) = self
+            .apply(object, &pod, &identity, &namespace, known_ns_labels)
+            .await?;
+        if enforced {
+            out.audit_annotations
+                .insert("isolation".into(), sandbox_pod::ENFORCE.into());
+        }
+        // Last, so that a pod refused for any other reason causes no side effect.
+        if let Some((name, profile)) = self.config.network_profiles.get_key_value(&network) {
+            self.ensure_network_policy(req, &namespace, name, profile, &mut out)
+                .await?;
+        }
+        out.patch = patch::diff(object, &mutated);
+        Ok(out)
+    }
 
+    /// The pod the controller would create from a Sandbox or SandboxTemplate, as this mutation
+    /// leaves it: what validation judges (`validation.judge: effective`), so a Sandbox is not
+    /// refused for what the webhook fills in a moment later. `None` for other kinds and for
+    /// objects without `spec.podTemplate.spec` (the policies then judge what was written and
+    /// fail closed on the missing spec). Nothing is applied in the cluster.
+    pub async fn effective_pod(
+        &self,
+        req: &AdmissionRequest,
+    ) -> Option<Result<EffectivePod, Refusal>> {
+        let template_kind = match (req.kind.group.as_str(), req.kind.kind.as_str()) {
+            (sandbox_pod::SANDBOX_GROUP, "Sandbox") => TemplateOwner::Sandbox,
+            (sandbox_pod::EXTENSIONS_GROUP, "SandboxTemplate") => TemplateOwner::Template,
+            _ => return None,
+        };
+        let object = req.object()?;
+        let template = object.pointer("/spec/podTemplate")?;
+        template.get("spec").filter(|s| !s.is_null())?;
+        Some(
+            self.effective_pod_of(req, object, template, template_kind)
+                .await,
+        )
+    }
+
+    async fn effective_pod_of(
+        &self,
+        req: &AdmissionRequest,
+        object: &Value,
+        template: &Value,
+        owner: TemplateOwner,
+    ) -> Result<EffectivePod, Refusal> {
+        let spec = template.get("spec").cloned().unwrap_or(Value::Null);
+        // Never build on what does not decode: the API server would refuse such a pod, and
+        // mutation must not guess at a shape it cannot read.
+        if let Err(e) = k8s_openapi::api::core::v1::PodSpec::deserialize(&spec) {
+            return Err(Refusal::new(format!(
+                "spec.podTemplate.spec is not a valid pod spec: {e}"
+            )));
+        }
+        let pod =
+            sandbox_pod::controller_pod(req, object, template, owner == TemplateOwner::Template)?;
+        let head = PodHead::deserialize(&pod)
+            .map_err(|e| Refusal::new(format!("spec.podTemplate.metadata cannot be read: {e}")))?;
+        let identity = sandbox_pod::identify(&head.metadata)
+            .ok_or_else(|| Refusal::new("the controller's pod would not be a Sandbox pod"))?;
+        let namespace = req.namespace.clone();
+        let (mutated, out, _) = self.apply(&pod, &head, &identity, &namespace, None).await?;
+        let defaulted = patch::diff(&pod, &mutated)
+            .iter()
+            .map(|op| op.path().to_string())
+            .collect();
+        Ok(EffectivePod {
+            pod: mutated,
+            defaulted,
+            mutations: out.mutations,
+            warnings: out.warnings,
+        })
+    }
+
+    /// Every in-memory step of the mutation on `object` (a Sandbox pod), in order: runtime,
+    /// hardening, bookkeeping. Returns the mutated copy, what was done, and the network profile
+    /// whose NetworkPolicy the caller may apply.
+    async fn apply(
+        &self,
+        object: &Value,
+        pod: &PodHead,
+        identity: &sandbox_pod::SandboxIdentity,
+        namespace: &str,
+        known_ns_labels: Option<BTreeMap<String, String>>,
+    ) -> Result<(Value, MutationOutcome, String), Refusal> {
         let runtime_key = format!("{}runtime", self.prefix);
         let network_key = network::profile_label_key(&self.prefix);
         let annotation = |key: &str| {
@@ -143,12 +243,13 @@ impl Mutator {
         let ns_labels = match known_ns_labels {
             Some(labels) => labels,
             None if runtime_annotation.is_none() || network_annotation.is_none() => {
-                self.namespace_labels(&namespace).await?
+                self.namespace_labels(namespace).await?
             }
             None => BTreeMap::new(),
         };
         let ns_label = |key: &str| ns_labels.get(key).map(String::as_str);
 
+        let mut out = MutationOutcome::default();
         let mut mutated = object.clone();
 
         let (runtime_name, profile, source) = runtime::choose(
@@ -160,12 +261,7 @@ impl Mutator {
             &self.config.runtimes,
         )?;
         let runtime_label = self
-            .set_runtime(
-                &pod,
-                &mut mutated,
-                (runtime_name, profile, source),
-                &mut out,
-            )
+            .set_runtime(pod, &mut mutated, (runtime_name, profile, source), &mut out)
             .await?;
 
         hardening::harden(
@@ -175,7 +271,7 @@ impl Mutator {
             &mut out.warnings,
         )?;
 
-        let (network_name, network_profile, _) = runtime::choose(
+        let (network_name, _, _) = runtime::choose(
             "network",
             &network_key,
             network_annotation,
@@ -187,14 +283,14 @@ impl Mutator {
             &mut mutated,
             &Bookkeeping {
                 prefix: &self.prefix,
-                identity: &identity,
+                identity,
                 runtime_profile: runtime_label,
                 network_profile: network_name,
                 idle_timeout: &self.config.idle_timeout,
                 now: Utc::now(),
                 seal: &self.seal,
                 pod: PodRef {
-                    namespace: &namespace,
+                    namespace,
                     name: pod.metadata.name.as_deref().unwrap_or_default(),
                     generate_name: pod.metadata.generate_name.as_deref().unwrap_or_default(),
                 },
@@ -207,12 +303,34 @@ impl Mutator {
             .insert("runtime".into(), runtime_label.unwrap_or("none").into());
         out.audit_annotations
             .insert("network-profile".into(), network_name.into());
+        Ok((mutated, out, network_name.to_owned()))
+    }
 
-        // Last, so that a pod refused for any other reason causes no side effect.
-        self.ensure_network_policy(req, &namespace, network_name, network_profile, &mut out)
-            .await?;
-        out.patch = patch::diff(object, &mutated);
-        Ok(out)
+    /// The RuntimeClasses of the configured profiles, class name → (profile, handler): every
+    /// one is a runtime this installation chose, so validation accepts it.
+    pub fn profile_classes(&self) -> Vec<(&str, &str, Option<&str>)> {
+        self.config
+            .runtimes
+            .iter()
+            .map(|(name, p)| {
+                (
+                    p.runtime_class_name.as_str(),
+                    name.as_str(),
+                    p.handler.as_deref(),
+                )
+            })
+            .collect()
+    }
+
+    /// The cluster's RuntimeClass `name`, when there is cluster access and it exists.
+    pub async fn runtime_class(
+        &self,
+        name: &str,
+    ) -> Option<k8s_openapi::api::node::v1::RuntimeClass> {
+        match self.cluster.as_ref()?.runtime_class(name).await {
+            Lookup::Found(rc) => Some(rc.as_ref().clone()),
+            _ => None,
+        }
     }
 
     /// Labels of the pod's namespace; empty without cluster access or when it does not exist.

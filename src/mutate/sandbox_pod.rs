@@ -13,14 +13,19 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
 use super::labels::name_hash;
+use super::patch::Refusal;
+use crate::admission::AdmissionRequest;
 
 pub const SANDBOX_GROUP: &str = "agents.x-k8s.io";
+pub const EXTENSIONS_GROUP: &str = "extensions.agents.x-k8s.io";
 pub const SANDBOX_VERSIONS: [&str; 2] = ["v1alpha1", "v1beta1"];
 pub const NAME_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-name-hash";
 pub const WARM_POOL_LABEL: &str = "agents.x-k8s.io/warm-pool-sandbox";
 pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
+pub const TEMPLATE_REF_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-template-ref-hash";
 
 /// The namespace label (after the product's prefix) whose value [`ENFORCE`] isolates every pod.
 pub const ISOLATION_LABEL: &str = "isolation";
@@ -112,10 +117,84 @@ pub fn enforced_identity(meta: &ObjectMeta) -> SandboxIdentity {
     }
 }
 
+/// The Pod the upstream controller creates for the Sandbox `object` from its `template`
+/// (`spec.podTemplate`): named after the Sandbox, in its namespace, with the template's labels
+/// and annotations, the `sandbox-name-hash` label and a controller ownerReference. For a
+/// SandboxTemplate (`from_template`), the pod its Sandboxes would get, named after the template
+/// and labelled with its reference hash, as a warm pool's Sandbox from it would be.
+pub fn controller_pod(
+    req: &AdmissionRequest,
+    object: &Value,
+    template: &Value,
+    from_template: bool,
+) -> Result<Value, Refusal> {
+    let meta = object.get("metadata");
+    let text = |v: Option<&Value>, key: &str| {
+        v.and_then(|m| m.get(key))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let name = match text(meta, "name") {
+        n if n.is_empty() => req.name.clone(),
+        n => n,
+    };
+    let namespace = match text(meta, "namespace") {
+        n if n.is_empty() => req.namespace.clone(),
+        n => n,
+    };
+    let template_meta = template.get("metadata").filter(|m| !m.is_null());
+    let map_of = |key: &str| -> Result<Map<String, Value>, Refusal> {
+        match template_meta.and_then(|m| m.get(key)) {
+            None | Some(Value::Null) => Ok(Map::new()),
+            Some(Value::Object(m)) => Ok(m.clone()),
+            Some(_) => Err(Refusal::new(format!(
+                "spec.podTemplate.metadata.{key} is not an object"
+            ))),
+        }
+    };
+    let mut labels = map_of("labels")?;
+    let annotations = map_of("annotations")?;
+    labels.insert(NAME_HASH_LABEL.into(), Value::String(name_hash(&name)));
+    let mut metadata = Map::new();
+    metadata.insert("name".into(), Value::String(name.clone()));
+    if !namespace.is_empty() {
+        metadata.insert("namespace".into(), Value::String(namespace));
+    }
+    if from_template {
+        labels.insert(
+            TEMPLATE_REF_HASH_LABEL.into(),
+            Value::String(name_hash(&name)),
+        );
+    } else {
+        let version = if req.kind.version.is_empty() {
+            "v1beta1"
+        } else {
+            req.kind.version.as_str()
+        };
+        metadata.insert(
+            "ownerReferences".into(),
+            json!([{
+                "apiVersion": format!("{SANDBOX_GROUP}/{version}"),
+                "kind": "Sandbox",
+                "name": name,
+                "uid": text(meta, "uid"),
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }]),
+        );
+    }
+    metadata.insert("labels".into(), Value::Object(labels));
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
+    }
+    let spec = template.get("spec").cloned().unwrap_or_else(|| json!({}));
+    Ok(json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     fn pod(v: serde_json::Value) -> ObjectMeta {
         serde_json::from_value::<PodHead>(v).unwrap().metadata

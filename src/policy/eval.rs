@@ -32,12 +32,9 @@ const MAX_ERROR_CHARS: usize = 300;
 /// `input` for a request: `{"review": …, "parameters": {}}`, the review with the Namespace as
 /// `namespaceObject` when known (Gatekeeper's contract). Converted from the decoded JSON by
 /// reference: the review is not copied first.
-fn policy_input(
-    req: &AdmissionRequest,
-    namespace: Option<&Value>,
-) -> anyhow::Result<regorus::Value> {
+fn policy_input(req: &AdmissionRequest, ctx: &EvalContext<'_>) -> anyhow::Result<regorus::Value> {
     let mut review = regorus::Value::deserialize(&req.raw)?;
-    if let (Some(ns), Ok(map)) = (namespace, review.as_object_mut()) {
+    if let (Some(ns), Ok(map)) = (ctx.namespace, review.as_object_mut()) {
         map.insert(
             regorus::Value::from("namespaceObject"),
             regorus::Value::deserialize(ns)?,
@@ -50,12 +47,42 @@ fn policy_input(
         regorus::Value::from("parameters"),
         regorus::Value::new_object(),
     );
+    if let Some(extra) = ctx.sandbox_admission {
+        map.insert(
+            regorus::Value::from(CONTEXT_KEY),
+            regorus::Value::deserialize(extra)?,
+        );
+    }
     Ok(input)
+}
+
+/// The input key under which the server offers what it knows beyond the AdmissionRequest: the
+/// effective pod of a Sandbox or template, and the runtimes it recognises (`policies/README.md`).
+pub const CONTEXT_KEY: &str = "sandbox_admission";
+
+/// What a request is judged with besides the AdmissionRequest itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalContext<'a> {
+    /// The request's Namespace object (Gatekeeper's `input.review.namespaceObject`).
+    pub namespace: Option<&'a Value>,
+    /// `input.sandbox_admission`, when the server has built it.
+    pub sandbox_admission: Option<&'a Value>,
 }
 
 impl PolicySet {
     /// The violations `req` causes, one hit per violation, in policy order.
     pub fn evaluate(&self, req: &AdmissionRequest, namespace: Option<&Value>) -> Vec<PolicyHit> {
+        self.evaluate_with(
+            req,
+            &EvalContext {
+                namespace,
+                sandbox_admission: None,
+            },
+        )
+    }
+
+    /// The violations `req` causes when judged with `ctx`.
+    pub fn evaluate_with(&self, req: &AdmissionRequest, ctx: &EvalContext<'_>) -> Vec<PolicyHit> {
         let matching: Vec<(usize, &Policy)> = self
             .policies
             .iter()
@@ -65,7 +92,7 @@ impl PolicySet {
         if matching.is_empty() {
             return Vec::new();
         }
-        let input = match policy_input(req, namespace) {
+        let input = match policy_input(req, ctx) {
             Ok(input) => input,
             Err(err) => {
                 let err = err.context("the review cannot be given to the policies");

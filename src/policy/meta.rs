@@ -2,6 +2,8 @@
 //!
 //! Unknown keys are errors, so a misspelt `excludedNamespace` never silently widens a policy.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -36,10 +38,31 @@ pub struct Metadata {
     pub enforcement_action: Action,
     #[serde(default)]
     pub failure_policy: FailurePolicy,
+    /// What changes under a named profile (`policy.profile`, `serve --profile`): so the strict
+    /// profile is the same files with other actions, never a second copy of the policies.
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileOverride>,
     /// Set only for Gatekeeper Constraints: the rest of their `spec.match`.
     #[serde(skip)]
     pub constraint_match: Option<ConstraintMatch>,
 }
+
+/// A policy's settings under one profile; what is not given stays as in the rest of the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProfileOverride {
+    /// `false` leaves the policy out of the set under this profile.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub enforcement_action: Option<Action>,
+    /// Merged key by key over `parameters`.
+    #[serde(default)]
+    pub parameters: Option<Value>,
+}
+
+/// The profile every policy runs under unless configured otherwise.
+pub const DEFAULT_PROFILE: &str = "default";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -80,7 +103,39 @@ impl Metadata {
             (line_of_yaml_error(&message), message)
         })?;
         meta.check().map_err(|m| (None, m))?;
+        for (name, o) in &meta.profiles {
+            if let Some(p) = &o.parameters
+                && !p.is_object()
+            {
+                return Err((
+                    None,
+                    format!("profiles.{name}.parameters must be a mapping"),
+                ));
+            }
+        }
         Ok(meta)
+    }
+
+    /// This policy as it runs under `profile`, or `None` when the profile leaves it out. The
+    /// merged parameters are checked against the schema again.
+    pub fn under_profile(mut self, profile: &str) -> Result<Option<Metadata>, String> {
+        let Some(o) = self.profiles.get(profile).cloned() else {
+            return Ok(Some(self));
+        };
+        if o.enabled == Some(false) {
+            return Ok(None);
+        }
+        if let Some(action) = o.enforcement_action {
+            self.enforcement_action = action;
+        }
+        if let (Some(Value::Object(extra)), Value::Object(params)) =
+            (o.parameters, &mut self.parameters)
+        {
+            params.extend(extra);
+        }
+        self.check()
+            .map_err(|m| format!("under profile {profile}: {m}"))?;
+        Ok(Some(self))
     }
 
     fn check(&self) -> Result<(), String> {

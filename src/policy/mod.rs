@@ -28,6 +28,7 @@ use serde_json::Value;
 use crate::admission::AdmissionRequest;
 use crate::metrics::Metrics;
 
+pub use eval::{CONTEXT_KEY, EvalContext};
 pub use reload::WatchGuard;
 pub use set::PolicySet;
 pub use source::{PolicySource, SourceFile};
@@ -46,6 +47,14 @@ pub struct PolicyConfig {
     /// Quiet period after the last change in the policy directory before it is reloaded.
     #[serde(default = "default_debounce_ms")]
     pub reload_debounce_ms: u64,
+    /// Which profile of the set runs: each policy's metadata may change its action, parameters
+    /// or presence under a profile (`profiles:`). Shipped: `default` and `strict`.
+    #[serde(default = "default_profile")]
+    pub profile: String,
+}
+
+fn default_profile() -> String {
+    meta::DEFAULT_PROFILE.into()
 }
 
 /// Well under the webhook's `timeoutSeconds` (5 s in the shipped manifests), and roomy enough that
@@ -63,6 +72,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             evaluation_timeout_ms: default_timeout_ms(),
             reload_debounce_ms: default_debounce_ms(),
+            profile: default_profile(),
         }
     }
 }
@@ -76,6 +86,12 @@ impl PolicyConfig {
         }
         if self.reload_debounce_ms > 60_000 {
             return Err("policy.reloadDebounceMs must be at most 60000".into());
+        }
+        if !meta::valid_policy_name(&self.profile) {
+            return Err(format!(
+                "policy.profile {:?} must be lowercase letters, digits and '-'",
+                self.profile
+            ));
         }
         Ok(())
     }
@@ -211,6 +227,11 @@ impl PolicyStore {
     pub fn evaluate(&self, req: &AdmissionRequest, namespace: Option<&Value>) -> Vec<PolicyHit> {
         // The whole evaluation uses the set it started with, even if a reload swaps meanwhile.
         self.current.load_full().evaluate(req, namespace)
+    }
+
+    /// Judge one request with what the server knows beyond it (effective pod, runtimes).
+    pub fn evaluate_with(&self, req: &AdmissionRequest, ctx: &EvalContext<'_>) -> Vec<PolicyHit> {
+        self.current.load_full().evaluate_with(req, ctx)
     }
 
     pub fn status(&self) -> PolicyStatus {

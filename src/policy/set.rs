@@ -95,6 +95,7 @@ impl PolicySet {
         let mut used_yaml = HashSet::new();
         let mut pending = Vec::new();
         let mut packages: BTreeMap<String, String> = BTreeMap::new();
+        let mut profile_known = config.profile == super::meta::DEFAULT_PROFILE;
 
         for (file_index, file) in files
             .iter()
@@ -151,13 +152,26 @@ impl PolicySet {
                 .get(meta_path.as_str())
                 .map_or("", |f| f.text.as_str());
             match Metadata::parse(text) {
-                Ok(meta) => pending.push(Pending {
-                    path: file.path.clone(),
-                    package,
-                    meta,
-                    key,
-                    direct: direct.is_some(),
-                }),
+                Ok(meta) => {
+                    if meta.profiles.contains_key(&config.profile) {
+                        profile_known = true;
+                    }
+                    match meta.under_profile(&config.profile) {
+                        Ok(Some(meta)) => pending.push(Pending {
+                            path: file.path.clone(),
+                            package,
+                            meta,
+                            key,
+                            direct: direct.is_some(),
+                        }),
+                        Ok(None) => {}
+                        Err(message) => issues.push(LoadIssue {
+                            file: meta_path,
+                            line: None,
+                            message: format!("invalid metadata: {message}"),
+                        }),
+                    }
+                }
                 Err((line, message)) => issues.push(LoadIssue {
                     file: meta_path,
                     line,
@@ -199,6 +213,15 @@ impl PolicySet {
                 }
                 Err(found) => issues.extend(found),
             }
+        }
+        if !profile_known && files.iter().any(|f| compile::is_rego(&f.path)) {
+            issues.push(issue(
+                &origin,
+                format!(
+                    "profile {:?} is named by no policy's metadata (`profiles:`); check policy.profile / --profile",
+                    config.profile
+                ),
+            ));
         }
         let has_templates = !gatekeeper.templates.is_empty();
         gatekeeper::load::add_all(

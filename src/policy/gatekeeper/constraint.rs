@@ -62,6 +62,7 @@ pub fn parse(doc: &Value, kind: &str, origin: &str) -> Result<Constraint, String
             excluded_namespaces: Vec::new(),
             enforcement_action: action,
             failure_policy: FailurePolicy::Fail,
+            profiles: Default::default(),
             constraint_match: Some(constraint_match),
         },
     })
