@@ -1,5 +1,6 @@
 //! `manifests/`: every object matches the Kubernetes 1.33 schema, the kustomizations resolve, and
-//! the webhook configurations and Deployment agree with what the server actually serves.
+//! the webhook configurations and Deployment agree with what the server actually serves; their pod
+//! selection is evaluated (`match_conditions`); the Helm chart renders the same objects (`helm`).
 
 #[path = "../common/mod.rs"]
 mod common;
