@@ -3,12 +3,13 @@
 //! drop (enforce mode decided by the server from its namespace cache).
 
 mod common;
+mod kube_mock;
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use common::{TestServer, fixture_docs, request_for, test_config};
-use sandbox_admission::cluster::{ClusterAccess, FakeCluster};
+use sandbox_admission::cluster::{ClusterAccess, FakeCluster, KubeCluster, KubeClusterOptions};
 use serde_json::{Value, json};
 
 const P: &str = "sandbox-admission.io/";
@@ -319,5 +320,64 @@ async fn enforce_mode_is_decided_by_the_server_and_fails_closed() {
     assert_eq!(response["allowed"], false, "{response}");
     let message = response["status"]["message"].as_str().unwrap_or("");
     assert!(message.contains("enforce mode"), "{message}");
+    server.stop().await;
+}
+
+/// The server's own namespace cache decides: a real `KubeCluster` (reflector over recorded API
+/// responses, one namespace labelled for enforce mode) behind the HTTPS server.
+#[tokio::test]
+async fn enforce_mode_from_the_recorded_namespace_cache() {
+    use kube_mock::{Reply, fixture, mock_api};
+    let api = mock_api(|seen| match (seen.method.as_str(), seen.path.as_str()) {
+        ("GET", _) if seen.is_watch() => Reply::OpenWatch,
+        ("GET", "/apis/node.k8s.io/v1/runtimeclasses") => {
+            Reply::Json(200, fixture("runtimeclasses-list.json"))
+        }
+        ("GET", "/api/v1/namespaces") => Reply::Json(200, fixture("namespaces-enforce-list.json")),
+        ("PATCH", _) => Reply::Json(200, fixture("networkpolicy-apply-200.json")),
+        _ => Reply::Json(
+            404,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": "NotFound", "code": 404})
+            .to_string(),
+        ),
+    });
+    let cluster = KubeCluster::start(
+        api.client.clone(),
+        KubeClusterOptions {
+            sync_wait: std::time::Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
+    let server = TestServer::start_full(test_config(), None, Some(Arc::new(cluster)), false).await;
+    // "agents" is labelled sandbox-admission.io/isolation=enforce; "team-a" is not.
+    let pod = plain_pod("agents");
+    let response = server
+        .review("/mutate", request_for(&pod, "CREATE", "agents"))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert_eq!(
+        apply_patch(&pod, &response)["spec"]["runtimeClassName"],
+        "gvisor"
+    );
+    let response = server
+        .review("/validate", request_for(&pod, "CREATE", "agents"))
+        .await;
+    assert!(
+        !lines_of(&response, "sandbox-runtime-class").is_empty(),
+        "judged as a Sandbox pod: {response}"
+    );
+    let pod = plain_pod("team-a");
+    let response = server
+        .review("/mutate", request_for(&pod, "CREATE", "team-a"))
+        .await;
+    assert!(response.get("patch").is_none(), "{response}");
+    assert!(
+        api.direct()
+            .iter()
+            .all(|s| !s.path.starts_with("/api/v1/namespaces/")),
+        "answered from the cache: {:?}",
+        api.direct()
+    );
     server.stop().await;
 }
