@@ -62,9 +62,25 @@ fn shipped_and_configmap_policy_directories_pass_check() {
             Err(e) => panic!("{} does not load:\n{e}", dir.display()),
         }
     }
-    let code =
-        sandbox_admission::policy::cli::run(sandbox_admission::policy::cli::PolicyCommand::Check {
-            dir: root.join("policies"),
-        });
-    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    for profile in ["default", "strict"] {
+        let code = sandbox_admission::policy::cli::run(
+            sandbox_admission::policy::cli::PolicyCommand::Check {
+                dir: root.join("policies"),
+                profile: profile.into(),
+            },
+        );
+        assert_eq!(code, std::process::ExitCode::SUCCESS, "{profile}");
+    }
+    let strict =
+        sandbox_admission::policy::check_profile(&root.join("policies"), "strict").unwrap();
+    let default = sandbox_admission::policy::check(&root.join("policies")).unwrap();
+    assert_eq!(
+        strict.policies.len(),
+        default.policies.len() + 1,
+        "strict adds sandbox-strict"
+    );
+    assert!(
+        sandbox_admission::policy::check_profile(&root.join("policies"), "nonesuch").is_err(),
+        "a profile no policy names is refused"
+    );
 }

@@ -34,21 +34,50 @@ fn denied_policies(response: &Value) -> Vec<String> {
 async fn shipped_policies_judge_upstream_examples_over_https() {
     let server = TestServer::start().await;
     let hello = example("hello-world-sandbox/hello-world.yaml", "Sandbox");
+    // Judged as the pod it will become: admitted, with the hygiene warnings kubectl prints.
     let response = server
         .review("/validate", request_for(&hello, "CREATE", "team-a"))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "[sandbox-resource-limits] containers[my-container]: resources.limits.cpu must be set",
+            "[sandbox-resource-limits] containers[my-container]: resources.limits.memory must be set",
+            "[sandbox-run-as-non-root] containers[my-container]: runAsNonRoot must be true",
+        ]
+    );
+    assert_eq!(
+        response["auditAnnotations"]["policies-warn"],
+        "sandbox-resource-limits,sandbox-run-as-non-root"
+    );
+
+    // What the author writes is judged as written, and the message says so.
+    let mut runc = hello.clone();
+    runc["spec"]["podTemplate"]["spec"]["runtimeClassName"] = json!("runc");
+    runc["spec"]["podTemplate"]["spec"]["automountServiceAccountToken"] = json!(true);
+    let response = server
+        .review("/validate", request_for(&runc, "CREATE", "team-a"))
         .await;
     assert_eq!(response["allowed"], false);
     assert_eq!(response["status"]["code"], 403);
     assert_eq!(
         denied_policies(&response),
         // Policies report in file order.
-        [
-            "sandbox-automount-token",
-            "sandbox-capabilities",
-            "sandbox-resource-limits",
-            "sandbox-run-as-non-root",
-            "sandbox-runtime-class",
-        ]
+        ["sandbox-automount-token", "sandbox-runtime-class"]
+    );
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "runtimeClassName \"runc\" is not a sandboxed runtime (as written in the Sandbox)"
+        ),
+        "{message}"
     );
     assert!(
         response["auditAnnotations"]["policies-deny"]

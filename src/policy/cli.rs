@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use regex::Regex;
 
-use super::{TestOutcome, TestReport, check, run_tests, verify};
+use super::{TestOutcome, TestReport, check_profile, run_tests, verify};
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum PolicyCommand {
@@ -41,6 +41,9 @@ pub enum PolicyCommand {
     Check {
         #[arg(default_value = "policies")]
         dir: PathBuf,
+        /// The profile to load, as `serve --profile` (default: default).
+        #[arg(long, default_value = "default")]
+        profile: String,
     },
 }
 
@@ -100,7 +103,7 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        PolicyCommand::Check { dir } => match check(&dir) {
+        PolicyCommand::Check { dir, profile } => match check_profile(&dir, &profile) {
             Ok(summary) => {
                 for (name, file, action) in &summary.policies {
                     let _ = writeln!(out, "{name:40} {action:7} {file}");

@@ -33,7 +33,8 @@ pub use reload::WatchGuard;
 pub use set::PolicySet;
 pub use source::{PolicySource, SourceFile};
 pub use testing::{
-    CheckSummary, FileCoverage, TestOutcome, TestReport, TestResult, check, run_tests,
+    CheckSummary, FileCoverage, TestOutcome, TestReport, TestResult, check, check_profile,
+    run_tests,
 };
 pub use verify::{CaseResult, VerifyReport, verify};
 

@@ -160,8 +160,17 @@ pub struct CheckSummary {
 
 /// Load `dir` exactly as `serve --policies` would, and parse its test files too.
 pub fn check(dir: &Path) -> Result<CheckSummary, PolicyLoadError> {
+    check_profile(dir, super::meta::DEFAULT_PROFILE)
+}
+
+/// [`check`] under a profile (`policy check --profile strict`).
+pub fn check_profile(dir: &Path, profile: &str) -> Result<CheckSummary, PolicyLoadError> {
     let files = read_all(&[dir.to_path_buf()])?;
-    let set = PolicySet::compile(&files, dir.display().to_string(), &PolicyConfig::default());
+    let config = PolicyConfig {
+        profile: profile.to_owned(),
+        ..PolicyConfig::default()
+    };
+    let set = PolicySet::compile(&files, dir.display().to_string(), &config);
     let mut issues = match &set {
         Ok(_) => Vec::new(),
         Err(e) => e.issues.clone(),

@@ -13,11 +13,12 @@ use base64::Engine as _;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
-use crate::admission::Operation;
+use crate::admission::{AdmissionRequest, Operation};
 use crate::audit::DecisionLog;
 use crate::audit::events::Events;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::mutate::Refusal;
 use crate::pipeline::{Admitter, Answer, Endpoint};
 use request::{Prepared, RequestDefaults};
 
@@ -73,12 +74,22 @@ pub struct ReviewArgs {
     /// Also print the object as it is after the mutation patch
     #[arg(long)]
     pub patched: bool,
+    /// For a Sandbox or SandboxTemplate, also print the pod the controller will create from it,
+    /// as the mutation will leave it: the effective pod validation judges
+    #[arg(long)]
+    pub pod: bool,
     /// Policy directory, as `serve --policies` [default: the embedded policies]
     #[arg(long, env = "SANDBOX_ADMISSION_POLICIES")]
     pub policies: Option<PathBuf>,
     /// Configuration file, as `serve --config` [default: embedded]
     #[arg(long, env = "SANDBOX_ADMISSION_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Policy profile, as `serve --profile` (`default` or `strict`)
+    #[arg(long, env = "SANDBOX_ADMISSION_PROFILE")]
+    pub profile: Option<String>,
+    /// Judge Sandboxes and templates as the pod they become or as written, as `serve --judge`
+    #[arg(long, value_enum)]
+    pub judge: Option<crate::config::Judge>,
     /// Output: text for people; yaml for a readable report; json for exactly the AdmissionReview
     /// the server answers (with --endpoint both: {"allowed", "mutate", "validate"})
     #[arg(long, short = 'o', value_enum, default_value_t)]
@@ -111,6 +122,8 @@ pub struct Outcome {
     pub validate: Option<Value>,
     /// The object after the patch (absent on DELETE).
     pub patched: Option<Value>,
+    /// A Sandbox's or template's effective pod (`--pod`), or why there is none.
+    pub effective_pod: Option<Result<Value, String>>,
     pub allowed: bool,
 }
 
@@ -189,9 +202,22 @@ pub async fn review_one(
     if endpoint != EndpointChoice::Mutate && mutate.as_ref().is_none_or(allowed) {
         validate = Some(call(admitter, Endpoint::Validate, &review, deadline).await?);
     }
+    let effective_pod = match review
+        .get("request")
+        .cloned()
+        .map(AdmissionRequest::from_value)
+    {
+        Some(Ok(req)) => admitter
+            .mutator
+            .effective_pod(&req)
+            .await
+            .map(|r| r.map(|e| e.pod).map_err(|Refusal(m)| m)),
+        _ => None,
+    };
     Ok(Outcome {
         label,
         allowed: mutate.as_ref().is_none_or(allowed) && validate.as_ref().is_none_or(allowed),
+        effective_pod,
         mutate,
         patch,
         validate,
@@ -209,10 +235,27 @@ fn read_input(file: &str) -> Result<String, String> {
 
 /// The pipeline `serve` would run with the same `--config` and `--policies`, writing no log.
 pub fn admitter(config: Option<&PathBuf>, policies: Option<&PathBuf>) -> anyhow::Result<Admitter> {
-    let config = match config {
+    admitter_with(config, policies, None, None)
+}
+
+/// [`admitter`] with `serve`'s `--profile` and `--judge` on top of the configuration.
+pub fn admitter_with(
+    config: Option<&PathBuf>,
+    policies: Option<&PathBuf>,
+    profile: Option<&str>,
+    judge: Option<crate::config::Judge>,
+) -> anyhow::Result<Admitter> {
+    let mut config = match config {
         Some(path) => Config::load(path)?,
         None => Config::embedded()?,
     };
+    if let Some(p) = profile {
+        config.policy.profile = p.to_owned();
+        config.policy.validate().map_err(anyhow::Error::msg)?;
+    }
+    if judge.is_some() {
+        config.validation.judge = judge;
+    }
     let metrics = Arc::new(Metrics::new());
     Admitter::build(
         Arc::new(config),
@@ -248,7 +291,12 @@ pub fn run(args: ReviewArgs) -> ExitCode {
 }
 
 async fn run_async(args: ReviewArgs) -> ExitCode {
-    let admitter = match admitter(args.config.as_ref(), args.policies.as_ref()) {
+    let admitter = match admitter_with(
+        args.config.as_ref(),
+        args.policies.as_ref(),
+        args.profile.as_deref(),
+        args.judge,
+    ) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e:#}");

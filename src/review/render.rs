@@ -49,6 +49,17 @@ struct Report<'a> {
     validate: Option<AnswerReport<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patched_object: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    effective_pod: Option<Value>,
+}
+
+/// `--pod`: the effective pod, or why none was built (Null for kinds that have none).
+fn effective_pod(o: &Outcome) -> Value {
+    match &o.effective_pod {
+        Some(Ok(pod)) => pod.clone(),
+        Some(Err(why)) => json!({"error": why}),
+        None => Value::Null,
+    }
 }
 
 /// `-o json`: the server's AdmissionReview; with both endpoints, both of them.
@@ -64,6 +75,9 @@ fn json_value(o: &Outcome, args: &ReviewArgs) -> Value {
             });
             if args.patched {
                 v["patchedObject"] = o.patched.clone().unwrap_or(Value::Null);
+            }
+            if args.pod {
+                v["effectivePod"] = effective_pod(o);
             }
             v
         }
@@ -81,6 +95,7 @@ fn yaml_report<'a>(o: &'a Outcome, args: &ReviewArgs) -> Report<'a> {
         } else {
             None
         },
+        effective_pod: args.pod.then(|| effective_pod(o)),
     }
 }
 
@@ -142,6 +157,21 @@ fn text(o: &Outcome, args: &ReviewArgs) -> String {
                 }
             }
             None => out.push_str("patched object: (none: the request carries no object)\n"),
+        }
+    }
+    if args.pod {
+        match &o.effective_pod {
+            Some(Ok(pod)) => {
+                out.push_str("pod it will create, as mutated (what validation judged):\n");
+                for line in to_yaml(pod).lines() {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+            Some(Err(why)) => {
+                let _ = writeln!(out, "pod it will create: none can be built: {why}");
+            }
+            None => out
+                .push_str("pod it will create: (only Sandboxes and SandboxTemplates make pods)\n"),
         }
     }
     out

@@ -1,5 +1,5 @@
 //! The pod webhooks' selection, evaluated: each entry's namespaceSelector and its matchConditions
-//! (CEL, with the `cel` crate; Kubernetes evaluates the same expressions with cel-go) against
+//! (CEL, with the `cel-interpreter` crate; Kubernetes evaluates the same expressions with cel-go) against
 //! sample pods, in ordinary, enforce-mode and excluded namespaces.
 //!
 //! What must hold: every pod the server treats as a Sandbox pod is sent, wherever it is; in an
@@ -55,21 +55,19 @@ fn conditions_hold(webhook: &Value, request: &Value) -> bool {
         .flatten()
         .all(|c| {
             let expression = c["expression"].as_str().unwrap();
-            let program = cel::Program::compile(expression).unwrap_or_else(|e| {
+            let program = cel_interpreter::Program::compile(expression).unwrap_or_else(|e| {
                 panic!("{}: {} does not parse: {e:?}", webhook["name"], c["name"])
             });
-            let mut context = cel::Context::default();
+            let mut context = cel_interpreter::Context::default();
             for var in ["object", "oldObject", "request"] {
                 let value = match var {
                     "request" => request.clone(),
                     _ => request[var].clone(),
                 };
-                context
-                    .add_variable(var, cel::to_value(&value).unwrap())
-                    .unwrap();
+                context.add_variable(var, value).unwrap();
             }
             match program.execute(&context) {
-                Ok(cel::Value::Bool(b)) => b,
+                Ok(cel_interpreter::Value::Bool(b)) => b,
                 other => panic!(
                     "{} {}: {other:?} for {}",
                     webhook["name"], c["name"], request["object"]
