@@ -65,6 +65,10 @@ fn matrix() -> Vec<(&'static str, Value)> {
             json!({"webhooks": {"enforceMode": false}}),
         ),
         ("ca-bundle", json!({"certificates": {"caBundle": "QUJD"}})),
+        (
+            "runtime-classes",
+            json!({"runtimeClasses": {"create": true}}),
+        ),
     ]
 }
 
@@ -278,6 +282,22 @@ fn default_render_equals_kustomize_and_each_certificate_mode_its_overlay() {
     ] {
         assert_same_objects(&case(name).unwrap().objects, entry);
     }
+    // runtimeClasses.create adds exactly the objects of manifests/runtimeclasses.
+    let extra: Vec<Value> = case("runtime-classes")
+        .unwrap()
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == "RuntimeClass")
+        .cloned()
+        .collect();
+    assert_same_objects(&extra, "runtimeclasses");
+    assert!(
+        case("default")
+            .unwrap()
+            .objects
+            .iter()
+            .all(|o| o["kind"] != "RuntimeClass")
+    );
 }
 
 #[test]
@@ -487,6 +507,15 @@ fn chart_policies_are_the_repository_policies() {
     assert_eq!(
         link.canonicalize().unwrap(),
         root.join("policies").canonicalize().unwrap()
+    );
+    assert_eq!(
+        root.join("charts/sandbox-admission/files/runtimeclasses")
+            .canonicalize()
+            .unwrap(),
+        manifests_dir()
+            .join("runtimeclasses")
+            .canonicalize()
+            .unwrap()
     );
     let config = root.join("charts/sandbox-admission/files/config.yaml");
     assert_eq!(
