@@ -203,6 +203,148 @@ impl AdmissionRequest {
     }
 }
 
+/// The header fields a tool may be handed without: every one optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GivenHeader {
+    #[serde(default)]
+    kind: Option<GivenKind>,
+    #[serde(default)]
+    resource: Option<GivenResource>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    user_info: Option<UserInfo>,
+    #[serde(default)]
+    dry_run: Option<bool>,
+}
+
+/// A `kind` whose members may be empty (Gatekeeper's zero value).
+#[derive(Debug, Clone, Default, Deserialize)]
+struct GivenKind {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+struct GivenResource {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    resource: String,
+}
+
+impl AdmissionRequest {
+    /// A request as an offline tool is handed it (a gator suite case, a trimmed capture), kept
+    /// exactly as given in [`AdmissionRequest::raw`] so policies see what the author wrote.
+    ///
+    /// Gatekeeper takes such a request as it is: fields the API server always sends may be
+    /// absent. The typed header, used only for matching, is then read from the object: `kind`
+    /// from its `apiVersion`/`kind` (Gatekeeper matches on the object's kind), `name` and
+    /// `namespace` from its metadata; a missing or empty `operation` counts as CREATE.
+    pub fn from_given(raw: Value) -> Result<Self, DecodeError> {
+        let Value::Object(map) = &raw else {
+            return Err(DecodeError::MissingRequest);
+        };
+        let uid = map
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let bad = |detail: String| DecodeError::BadRequest {
+            uid: if uid.is_empty() {
+                "(no uid)".into()
+            } else {
+                uid.clone()
+            },
+            detail,
+        };
+        let header = GivenHeader::deserialize(&raw).map_err(|e| bad(e.to_string()))?;
+        for field in ["object", "oldObject"] {
+            match map.get(field) {
+                None | Some(Value::Null) | Some(Value::Object(_)) => {}
+                Some(_) => return Err(bad(format!("`{field}` must be a JSON object"))),
+            }
+        }
+        let object = [map.get("object"), map.get("oldObject")]
+            .into_iter()
+            .flatten()
+            .find(|v| v.is_object());
+        let at = |pointer: &str| {
+            object
+                .and_then(|o| o.pointer(pointer))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        let kind = match header.kind {
+            Some(k) if !k.kind.is_empty() => GroupVersionKind {
+                group: k.group,
+                version: k.version,
+                kind: k.kind,
+            },
+            _ => {
+                let api_version = at("/apiVersion");
+                let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+                GroupVersionKind {
+                    group: group.to_owned(),
+                    version: version.to_owned(),
+                    kind: at("/kind").to_owned(),
+                }
+            }
+        };
+        if kind.kind.is_empty() {
+            return Err(bad(
+                "no `kind`, and no object with an apiVersion and kind to take it from".into(),
+            ));
+        }
+        let operation = match header.operation.as_deref() {
+            None | Some("") => Operation::Create,
+            Some(op) => Operation::deserialize(Value::String(op.to_owned()))
+                .map_err(|_| bad(format!("unknown operation {op:?}")))?,
+        };
+        let resource = match header.resource {
+            Some(r) if !r.resource.is_empty() => GroupVersionResource {
+                group: r.group,
+                version: r.version,
+                resource: r.resource,
+            },
+            _ => GroupVersionResource {
+                group: kind.group.clone(),
+                version: kind.version.clone(),
+                resource: String::new(),
+            },
+        };
+        Ok(AdmissionRequest {
+            uid,
+            name: header
+                .name
+                .unwrap_or_else(|| at("/metadata/name").to_owned()),
+            namespace: header
+                .namespace
+                .unwrap_or_else(|| at("/metadata/namespace").to_owned()),
+            kind,
+            resource,
+            sub_resource: header.sub_resource.filter(|s| !s.is_empty()),
+            operation,
+            user_info: header.user_info.unwrap_or_default(),
+            dry_run: header.dry_run.unwrap_or(false),
+            raw,
+        })
+    }
+}
+
 /// Decode an AdmissionReview v1 body.
 pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
     let mut review: Value =

@@ -143,7 +143,7 @@ impl Metadata {
             && !valid_policy_name(name)
         {
             return Err(format!(
-                "name {name:?} must be lowercase letters, digits and '-' (at most 63)"
+                "name {name:?} must be lowercase letters, digits, '-' and '.' (a Kubernetes object name)"
             ));
         }
         if self.kinds.is_empty() {
@@ -203,14 +203,19 @@ impl KindMatch {
 }
 
 /// Policy names appear in deny messages, metrics labels and audit annotations: keep them tame.
+/// A constraint is named after its Kubernetes object name, so the rule is the API server's for
+/// object names (an RFC 1123 subdomain: dot-separated DNS labels, at most 253 characters), which
+/// admits names such as `psp-1.16` that Gatekeeper serves.
 pub fn valid_policy_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label)
 }
 
 /// serde-saphyr reports positions as `line N`; pull the number out for `file:line` output.
@@ -325,6 +330,28 @@ mod tests {
         for (text, needle) in cases {
             let (_, msg) = Metadata::parse(text).unwrap_err();
             assert!(msg.contains(needle), "{text:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn policy_names_are_kubernetes_object_names() {
+        for ok in ["a", "psp-1.16", "verify-1.16", "a.b.c", "x1-2"] {
+            assert!(valid_policy_name(ok), "{ok}");
+        }
+        let long = "a".repeat(254);
+        for bad in [
+            "",
+            "A",
+            "a_b",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            "a.",
+            "a.-b",
+            long.as_str(),
+        ] {
+            assert!(!valid_policy_name(bad), "{bad}");
         }
     }
 }

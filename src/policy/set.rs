@@ -245,7 +245,7 @@ impl PolicySet {
             } = pend;
             let name = meta.name.clone().unwrap_or_else(|| stem(&path));
             if !super::meta::valid_policy_name(&name) {
-                issues.push(issue(&path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits and '-'; set `name` in the metadata")));
+                issues.push(issue(&path, format!("policy name {name:?} (from the file name) must be lowercase letters, digits, '-' and '.'; set `name` in the metadata")));
                 continue;
             }
             if !names.insert(name.clone()) {

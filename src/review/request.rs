@@ -120,7 +120,8 @@ pub fn prepare(doc: Value, defaults: &RequestDefaults) -> Result<Prepared, Strin
             "a document must be an object (a Kubernetes object or an AdmissionReview)".into(),
         );
     }
-    if str_at(&doc, "/kind") == Some(admission::KIND) {
+    if is_admission_review(&doc) {
+        let doc = complete_given(doc, defaults);
         let request = doc.get("request").cloned().unwrap_or(Value::Null);
         let kind = str_at(&request, "/kind/kind").unwrap_or("?");
         let group = str_at(&request, "/kind/group").unwrap_or("");
@@ -144,6 +145,131 @@ pub fn prepare(doc: Value, defaults: &RequestDefaults) -> Result<Prepared, Strin
         review: json!({"apiVersion": admission::API_VERSION, "kind": admission::KIND, "request": request}),
     };
     Ok(prepared)
+}
+
+/// Is `doc` an AdmissionReview (any `admission.k8s.io` version, as gator accepts)?
+fn is_admission_review(doc: &Value) -> bool {
+    str_at(doc, "/kind") == Some(admission::KIND)
+        && str_at(doc, "/apiVersion").is_some_and(|v| v.starts_with("admission.k8s.io/"))
+}
+
+/// A captured or hand-written AdmissionReview taken as given (Gatekeeper's reading), with only
+/// what the server needs to decode it filled in where it is missing: `apiVersion`
+/// `admission.k8s.io/v1` (v1beta1 has the same request schema), `uid` (from the defaults or a
+/// random one), `kind` from the object's apiVersion/kind, `resource` from it, `operation`
+/// (the default) and `userInfo` (`{}`, as Gatekeeper gives it). Everything given, `oldObject` and `operation` included, reaches the policies
+/// unchanged.
+fn complete_given(mut doc: Value, defaults: &RequestDefaults) -> Value {
+    let Some(review) = doc.as_object_mut() else {
+        return doc;
+    };
+    review.insert("apiVersion".into(), json!(admission::API_VERSION));
+    let Some(Value::Object(request)) = review.get_mut("request") else {
+        return doc;
+    };
+    let object = ["object", "oldObject"]
+        .into_iter()
+        .filter_map(|k| request.get(k))
+        .find(|v| v.is_object())
+        .cloned()
+        .unwrap_or(Value::Null);
+    let api_version = str_at(&object, "/apiVersion").unwrap_or_default();
+    let kind = str_at(&object, "/kind").unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    if !request.contains_key("uid") {
+        let uid = defaults.uid.clone().unwrap_or_else(random_uid);
+        request.insert("uid".into(), json!(uid));
+    }
+    if !request.contains_key("kind") && !kind.is_empty() {
+        request.insert(
+            "kind".into(),
+            json!({"group": group, "version": version, "kind": kind}),
+        );
+    }
+    if !request.contains_key("resource") && !kind.is_empty() {
+        request.insert(
+            "resource".into(),
+            json!({"group": group, "version": version, "resource": plural(kind)}),
+        );
+    }
+    request
+        .entry("operation")
+        .or_insert_with(|| json!(defaults.operation.as_str()));
+    // Gatekeeper's Go types always write userInfo (as `{}` when empty).
+    request.entry("userInfo").or_insert_with(|| json!({}));
+    doc
+}
+
+/// The AdmissionRequest Gatekeeper's `gator verify` gives the policies for a suite case's
+/// object, as its Go types serialise it (so `input.review` here is exactly gator's):
+///
+/// - an AdmissionReview: its `request` as given; members that Go always writes (`uid`,
+///   `kind`, `resource`, `operation`, `userInfo`) appear with their zero value when absent, and
+///   a DELETE without `object` gets `oldObject` as its object (Gatekeeper's `SetObjectOnDelete`);
+/// - a bare object: `kind` from its apiVersion/kind, its `name` and `namespace` (left out when
+///   empty, never defaulted), `object`, and the zero values for the rest (no operation, no user).
+pub fn gator_request(doc: Value) -> Result<Value, String> {
+    if !doc.is_object() {
+        return Err(
+            "a document must be an object (a Kubernetes object or an AdmissionReview)".into(),
+        );
+    }
+    if is_admission_review(&doc) {
+        let Some(Value::Object(mut request)) = doc.get("request").cloned() else {
+            return Err("the AdmissionReview has no request".into());
+        };
+        let present = |r: &Map<String, Value>, k: &str| r.get(k).is_some_and(|v| !v.is_null());
+        if !present(&request, "object") && !present(&request, "oldObject") {
+            return Err(
+                "the AdmissionRequest has neither an object nor an oldObject to review".into(),
+            );
+        }
+        if str_at(&Value::Object(request.clone()), "/operation") == Some("DELETE")
+            && !present(&request, "object")
+            && let Some(old) = request.get("oldObject").cloned()
+        {
+            request.insert("object".into(), old);
+        }
+        for (key, zero) in [
+            ("uid", json!("")),
+            ("kind", json!({"group": "", "version": "", "kind": ""})),
+            (
+                "resource",
+                json!({"group": "", "version": "", "resource": ""}),
+            ),
+            ("operation", json!("")),
+            ("userInfo", json!({})),
+        ] {
+            request.entry(key).or_insert(zero);
+        }
+        return Ok(Value::Object(request));
+    }
+    let api_version = str_at(&doc, "/apiVersion")
+        .ok_or("object has no apiVersion (is it a Kubernetes object?)")?;
+    let kind = str_at(&doc, "/kind").ok_or("object has no kind (is it a Kubernetes object?)")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let mut request = Map::new();
+    request.insert("uid".into(), json!(""));
+    request.insert(
+        "kind".into(),
+        json!({"group": group, "version": version, "kind": kind}),
+    );
+    request.insert(
+        "resource".into(),
+        json!({"group": "", "version": "", "resource": ""}),
+    );
+    for (key, pointer) in [
+        ("name", "/metadata/name"),
+        ("namespace", "/metadata/namespace"),
+    ] {
+        if let Some(v) = str_at(&doc, pointer).filter(|v| !v.is_empty()) {
+            request.insert(key.into(), json!(v));
+        }
+    }
+    request.insert("operation".into(), json!(""));
+    request.insert("userInfo".into(), json!({}));
+    request.insert("object".into(), doc);
+    Ok(Value::Object(request))
 }
 
 fn label(kind: &str, namespace: &str, name: &str) -> String {
@@ -353,5 +479,31 @@ mod tests {
         assert_eq!(documents(json).unwrap().len(), 2);
         assert!(documents("{nope").is_err());
         assert!(documents("a: [").is_err());
+    }
+
+    #[test]
+    fn gator_requests_as_gatekeeper_serialises_them() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}});
+        let bare = gator_request(pod.clone()).unwrap();
+        assert_eq!(
+            bare,
+            json!({"uid": "", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                   "resource": {"group": "", "version": "", "resource": ""}, "name": "p",
+                   "operation": "", "userInfo": {}, "object": pod})
+        );
+        let delete = json!({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+                            "request": {"operation": "DELETE", "oldObject": pod}});
+        let given = gator_request(delete).unwrap();
+        assert_eq!(given["object"], pod);
+        assert_eq!(given["oldObject"], pod);
+        assert_eq!(given["kind"]["kind"], "");
+        let req = crate::admission::AdmissionRequest::from_given(given).unwrap();
+        assert_eq!(
+            (req.kind.kind.as_str(), req.operation),
+            ("Pod", Operation::Delete)
+        );
+        let empty = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                           "request": {"operation": "CREATE"}});
+        assert!(gator_request(empty).unwrap_err().contains("neither"));
     }
 }

@@ -14,7 +14,7 @@ pub fn parse(doc: &Value, kind: &str, origin: &str) -> Result<Constraint, String
     // The name is the policy's name in denials, metrics labels and audit annotations.
     if !super::super::meta::valid_policy_name(name) {
         return Err(format!(
-            "{kind} {name:?}: a constraint name must be lowercase letters, digits and '-' (at most 63) to serve as a policy name"
+            "{kind} {name:?}: a constraint name must be a Kubernetes object name (lowercase letters, digits, '-' and '.', at most 253)"
         ));
     }
     let empty = Map::new();

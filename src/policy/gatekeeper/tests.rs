@@ -102,7 +102,7 @@ fn what_cannot_be_evaluated_is_refused_with_its_location() {
             "scopedEnforcementActions",
         ),
         (constraint("c", "7", ""), "openAPIV3Schema"),
-        (constraint("c.d", "a", ""), "a constraint name must be"),
+        (constraint("c_d", "a", ""), "a constraint name must be"),
         (
             constraint("c", "a", "  match:\n    namespaceSelector: {}\n"),
             "namespaceSelector",

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::super::{PolicyHit, PolicySet, eval};
-use crate::admission::{AdmissionRequest, Operation};
-use crate::review::request::{self, RequestDefaults};
+use crate::admission::AdmissionRequest;
+use crate::review::request;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -203,7 +203,9 @@ fn read_documents(path: &Path) -> Result<Vec<Value>, String> {
     request::documents(&text).map_err(|e| format!("{shown}: {e}"))
 }
 
-/// The AdmissionRequest for a case's object file, built the way `review` builds it.
+/// The AdmissionRequest for a case's object file, as gator builds it (see
+/// [`request::gator_request`]): an AdmissionReview is taken as given, a bare object is reviewed
+/// the way gator reviews it.
 fn review_of(path: &Path) -> Result<AdmissionRequest, String> {
     let shown = path.display();
     let docs = read_documents(path)?;
@@ -213,23 +215,6 @@ fn review_of(path: &Path) -> Result<AdmissionRequest, String> {
             d.len()
         )
     })?;
-    let defaults = RequestDefaults {
-        operation: Operation::Create,
-        namespace: None,
-        user: "policy-verify".into(),
-        groups: Vec::new(),
-        uid: Some("policy-verify".into()),
-    };
-    let prepared = request::prepare(doc, &defaults).map_err(|e| format!("{shown}: {e}"))?;
-    let mut req = prepared
-        .review
-        .get("request")
-        .cloned()
-        .unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut req {
-        // Captured reviews are sometimes trimmed; the uid plays no part in a verdict.
-        map.entry("uid")
-            .or_insert_with(|| Value::String("policy-verify".into()));
-    }
-    AdmissionRequest::from_value(req).map_err(|e| format!("{shown}: {e}"))
+    let req = request::gator_request(doc).map_err(|e| format!("{shown}: {e}"))?;
+    AdmissionRequest::from_given(req).map_err(|e| format!("{shown}: {e}"))
 }

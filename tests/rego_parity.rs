@@ -1,0 +1,270 @@
+//! The Rego reproductions of issue 12 (causes 3 to 7), each held on both evaluation paths of the
+//! patched regorus (vendor/regorus, PATCHES.md): the interpreter the server uses today and the
+//! RVM compiler/VM. The expected values are what real OPA v1 gives for the same module and input
+//! (opa-golib-python-bindings; the differential test in tests/opa/ checks the shipped policies
+//! and gatekeeper-library the same way).
+
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::RegoVM;
+use regorus::{Engine, Rc, Value};
+use serde_json::{Value as Json, json};
+
+/// `Ok(value)` (`null` when undefined) or `Err(message)` of `rule` in the interpreter.
+fn interpreter(rego: &str, v0: bool, rule: &str, input: &Json) -> Result<Json, String> {
+    let mut engine = Engine::new();
+    engine.set_rego_v0(v0);
+    engine
+        .add_policy("repro.rego".into(), rego.into())
+        .map_err(|e| format!("load: {e}"))?;
+    engine.set_input(Value::from_json_str(&input.to_string()).unwrap());
+    let value = engine.eval_rule(rule.into()).map_err(|e| e.to_string())?;
+    Ok(to_json(&value))
+}
+
+/// The same through the RVM: compiled with `rule` as entry point, run on a fresh VM.
+fn rvm(rego: &str, v0: bool, rule: &str, input: &Json) -> Result<Json, String> {
+    let mut engine = Engine::new();
+    engine.set_rego_v0(v0);
+    engine
+        .add_policy("repro.rego".into(), rego.into())
+        .map_err(|e| format!("load: {e}"))?;
+    let entry: Rc<str> = Rc::from(rule);
+    let compiled = engine
+        .compile_with_entrypoint(&entry)
+        .map_err(|e| format!("compile: {e}"))?;
+    let program =
+        Compiler::compile_from_policy(&compiled, &[rule]).map_err(|e| format!("rvm: {e}"))?;
+    let mut vm = RegoVM::new();
+    vm.load_program(program);
+    vm.set_input(Value::from_json_str(&input.to_string()).unwrap());
+    let value = vm
+        .execute_entry_point_by_name(rule)
+        .map_err(|e| e.to_string())?;
+    Ok(to_json(&value))
+}
+
+fn to_json(value: &Value) -> Json {
+    match value {
+        Value::Undefined => Json::Null,
+        v => serde_json::from_str(&v.to_json_str().unwrap()).unwrap(),
+    }
+}
+
+/// Both paths give `expected` (OPA's answer).
+fn both(rego: &str, v0: bool, rule: &str, input: Json, expected: Json) {
+    for (path, got) in [
+        ("interpreter", interpreter(rego, v0, rule, &input)),
+        ("rvm", rvm(rego, v0, rule, &input)),
+    ] {
+        assert_eq!(got, Ok(expected.clone()), "{path}: {rule} on {input}");
+    }
+}
+
+/// Both paths fail with an error containing one of `needles` (OPA reports a conflict; the
+/// interpreter words a complete rule's conflict its own way).
+fn both_fail(rego: &str, v0: bool, rule: &str, input: Json, needles: &[&str]) {
+    for (path, got) in [
+        ("interpreter", interpreter(rego, v0, rule, &input)),
+        ("rvm", rvm(rego, v0, rule, &input)),
+    ] {
+        let err = got.expect_err(&format!("{path}: {rule} must fail as in OPA"));
+        assert!(needles.iter().any(|n| err.contains(n)), "{path}: {err}");
+    }
+}
+
+/// Cause 3: a body line starting with `(` is a new literal, not a call of the line before.
+#[test]
+fn cause3_paren_on_a_new_line_starts_a_new_literal() {
+    let v0 = "package repro\nviolation[{\"msg\": \"ok\"}] {\n  input.parameters.spread\n  (3 - 1) >= input.parameters.spread\n}\n";
+    both(
+        v0,
+        true,
+        "data.repro.violation",
+        json!({"parameters": {"spread": 1}}),
+        json!([{"msg": "ok"}]),
+    );
+    both(
+        v0,
+        true,
+        "data.repro.violation",
+        json!({"parameters": {"spread": 3}}),
+        json!([]),
+    );
+    // On the same line it is still a call.
+    let call = "package repro\nimport rego.v1\nf(x) := x + 1\nr := f(1)\n";
+    both(call, false, "data.repro.r", json!({}), json!(2));
+}
+
+/// Cause 4: sprintf prints Go's `%!v(MISSING)` and `%!(EXTRA ...)` instead of failing.
+#[test]
+fn cause4_sprintf_missing_and_extra_arguments_as_go_prints_them() {
+    let rego = r#"package repro
+import rego.v1
+missing := sprintf("%v and %v", ["a"])
+none := sprintf("%d %s", [])
+extra := sprintf("%v", ["a", 1, 2.5, {"k": 1}, [1], true])
+"#;
+    both(
+        rego,
+        false,
+        "data.repro.missing",
+        json!({}),
+        json!("a and %!v(MISSING)"),
+    );
+    both(
+        rego,
+        false,
+        "data.repro.none",
+        json!({}),
+        json!("%!d(MISSING) %!s(MISSING)"),
+    );
+    both(
+        rego,
+        false,
+        "data.repro.extra",
+        json!({}),
+        json!(r#"a%!(EXTRA int64=1, float64=2.5, string={"k": 1}, string=[1], string=true)"#),
+    );
+}
+
+/// Cause 5: several v0 bodies are several definitions: a set collects both; a complete rule or
+/// a function whose bodies disagree is a conflict; bodies that agree are fine.
+#[test]
+fn cause5_several_bodies_are_several_definitions() {
+    let set = r#"package repro
+violation[{"msg": m}] { input.parameters.a; m := "first" } { input.parameters.b; m := "second" }
+"#;
+    both(
+        set,
+        true,
+        "data.repro.violation",
+        json!({"parameters": {"a": true, "b": true}}),
+        json!([{"msg": "first"}, {"msg": "second"}]),
+    );
+    both(
+        set,
+        true,
+        "data.repro.violation",
+        json!({"parameters": {"b": true}}),
+        json!([{"msg": "second"}]),
+    );
+    let function = "package repro\nf(x) = y { x; y := 1 } { x; y := 2 }\nr = f(true)\n";
+    both_fail(
+        function,
+        true,
+        "data.repro.r",
+        json!({}),
+        &["functions must not produce multiple outputs"],
+    );
+    let agree = "package repro\nf(x) = y { x; y := 1 } { x; y := 1 }\nr = f(true)\n";
+    both(agree, true, "data.repro.r", json!({}), json!(1));
+    let complete = "package repro\np = x { input.a; x := 1 } { input.b; x := 2 }\n";
+    both(complete, true, "data.repro.p", json!({"a": true}), json!(1));
+    both(complete, true, "data.repro.p", json!({"b": true}), json!(2));
+    both_fail(
+        complete,
+        true,
+        "data.repro.p",
+        json!({"a": true, "b": true}),
+        &[
+            "complete rules must not produce multiple outputs",
+            "rule conflicts with rule",
+        ],
+    );
+}
+
+/// Cause 6: `not f(a, b)` with `b` undefined: OPA evaluates the arguments outside the
+/// negation, so the body fails (no violation).
+#[test]
+fn cause6_call_arguments_are_evaluated_outside_not() {
+    let rego = r#"package repro
+in_range(rule, ranges) { rule == "MustRunAs"; ranges[_].min <= 1 }
+violation[{"msg": "out of range"}] {
+  params := input.parameters
+  not in_range(params.rule, params.ranges)
+}
+"#;
+    both(
+        rego,
+        true,
+        "data.repro.violation",
+        json!({"parameters": {"rule": "MustRunAs"}}),
+        json!([]),
+    );
+    both(
+        rego,
+        true,
+        "data.repro.violation",
+        json!({"parameters": {"rule": "MustRunAs", "ranges": [{"min": 5}]}}),
+        json!([{"msg": "out of range"}]),
+    );
+}
+
+/// Cause 7: `not f(x) == true` with `f(x)` undefined is false in OPA (the call is evaluated
+/// outside the negation); and the table of negations measured against OPA v1.
+#[test]
+fn cause7_negation_of_undefined_calls_as_opa() {
+    let rego = r#"package repro
+import rego.v1
+f(x) if { x == "zz" }
+g(x) := x
+f_eq_true if { not f(input.missing) == true }
+plain_ref if { not input.missing }
+equal_ref if { not input.missing == 1 }
+unify_ref if { not input.missing = 1 }
+not_equal if { not input.missing != 1 }
+less if { not input.missing < 1 }
+plus if { not input.missing + 1 }
+builtin if { not startswith(input.missing, "a") }
+builtin_defined if { not startswith(input.s, "a") }
+count_eq if { not count(input.missing) == 0 }
+array if { not [input.missing] }
+array_eq if { not [input.missing] == [1] }
+index if { not input.x[input.missing] }
+index_defined if { not input.x[input.s] }
+member if { not 1 in input.missing }
+nested if { not f(g(input.missing)) }
+function_defined if { not f(input.s) }
+"#;
+    let input = json!({"s": "bcd", "x": {}});
+    // OPA v1 (opa-golib-python-bindings 0.4.4): which of these rules are true.
+    let opa_true = [
+        "plain_ref",
+        "equal_ref",
+        "unify_ref",
+        "builtin_defined",
+        "index_defined",
+        "function_defined",
+    ];
+    let opa_false = [
+        "f_eq_true",
+        "not_equal",
+        "less",
+        "plus",
+        "builtin",
+        "count_eq",
+        "array",
+        "array_eq",
+        "index",
+        "member",
+        "nested",
+    ];
+    for rule in opa_true {
+        both(
+            rego,
+            false,
+            &format!("data.repro.{rule}"),
+            input.clone(),
+            json!(true),
+        );
+    }
+    for rule in opa_false {
+        both(
+            rego,
+            false,
+            &format!("data.repro.{rule}"),
+            input.clone(),
+            Json::Null,
+        );
+    }
+}
