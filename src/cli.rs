@@ -38,7 +38,7 @@ pub enum Command {
     #[command(subcommand)]
     Policy(crate::policy::cli::PolicyCommand),
     /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
-    NetworkPolicies(crate::mutate::cli::NetworkPoliciesArgs),
+    NetworkPolicies(crate::network_policies::NetworkPoliciesArgs),
     /// Query and summarise the decision log: who was denied, by which policy, how often.
     #[command(after_help = crate::audit::cli::AFTER_HELP)]
     Audit(crate::audit::cli::AuditArgs),
@@ -324,7 +324,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => report(run_serve(args)),
         Command::Certs(args) => report(run_certs(args)),
         Command::Policy(cmd) => crate::policy::cli::run(cmd),
-        Command::NetworkPolicies(args) => crate::mutate::cli::run(&args),
+        Command::NetworkPolicies(args) => crate::network_policies::run(&args),
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Review(args) => crate::review::run(args),
         Command::Bench(args) => crate::bench::run(args),

@@ -15,48 +15,13 @@ use crate::audit::{DecisionLog, DecisionRecord};
 use crate::cluster::{ClusterAccess, namespace_object};
 use crate::config::Config;
 use crate::config::Judge;
+pub use crate::decision::{Decision, Endpoint};
 use crate::metrics::{EndpointLabels, Metrics, RequestLabels, ViolationLabels};
 use crate::mutate::{MutationOutcome, Mutator, Refusal};
-use crate::policy::{Action, EvalContext, PolicyHit, PolicySource, PolicyStore};
+use crate::policy::{Action, EvalContext, PolicyHit, PolicySource, PolicyStore, ReferenceCase};
 
 /// The name a denial carries when a Sandbox's or template's pod cannot be built or mutated.
 pub const EFFECTIVE_POD_POLICY: &str = "sandbox-effective-pod";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Mutate,
-    Validate,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Mutate => "mutate",
-            Endpoint::Validate => "validate",
-        }
-    }
-}
-
-/// What one review decided, with everything the log and the caller need.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub response: Response,
-    pub hits: Vec<PolicyHit>,
-    pub mutations: Vec<String>,
-}
-
-impl Decision {
-    /// `allowed`, `warned` or `denied`, as counted in metrics and the log.
-    pub fn label(&self) -> &'static str {
-        if !self.response.allowed {
-            "denied"
-        } else if self.response.warnings.is_empty() {
-            "allowed"
-        } else {
-            "warned"
-        }
-    }
-}
 
 /// How a body was answered on the wire.
 pub enum Answer {
@@ -97,7 +62,7 @@ impl Admitter {
         };
         let policies = PolicyStore::load(&source, &config.policy, metrics.clone())
             .map_err(|e| anyhow::anyhow!("policy set {} does not load:\n{e}", source.describe()))?;
-        let mutator = Mutator::new(&config, cluster.clone());
+        let mutator = Mutator::new(&config.mutation, &config.label_prefix, cluster.clone());
         let profile_classes = Value::Object(
             mutator
                 .profile_classes()
@@ -146,6 +111,25 @@ impl Admitter {
                 decide_validation(req, hits)
             }
         }
+    }
+
+    /// `/validate`'s verdict on `req` and, for each policy that judges it, the exact `input`
+    /// it is given: what another engine needs to judge the request the same way (the OPA
+    /// differential test, tests/opa_differential.rs).
+    pub async fn reference_cases(
+        &self,
+        req: &AdmissionRequest,
+    ) -> anyhow::Result<(Vec<PolicyHit>, Vec<ReferenceCase>)> {
+        let (context, _) = self.validation_context(req).await;
+        let ctx = EvalContext {
+            namespace: None,
+            sandbox_admission: Some(&context),
+        };
+        let set = self.policies.current();
+        Ok((
+            set.evaluate_with(req, &ctx),
+            set.reference_cases(req, &ctx)?,
+        ))
     }
 
     /// `input.sandbox_admission` for one request (`policies/README.md`): how it is judged, the

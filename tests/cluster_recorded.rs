@@ -109,7 +109,7 @@ async fn live_scheduling_is_copied_into_the_pod() {
         (s.method == "PATCH").then(|| Reply::Json(200, fixture("networkpolicy-apply-200.json")))
     });
     let cluster: Arc<dyn ClusterAccess> = Arc::new(start(&api));
-    let mutator = Mutator::new(&Config::embedded().unwrap(), Some(cluster));
+    let mutator = mutator_of(cluster);
     let req = sandbox_pod_request("gvisor");
     let out = mutator.mutate(&req).await;
     assert_eq!(out.denial, None);
@@ -147,7 +147,7 @@ async fn missing_runtime_class_is_confirmed_with_the_api_server_then_denied() {
     assert_eq!(direct[0].path, format!("{RC}/kata-qemu"));
 
     let dyn_cluster: Arc<dyn ClusterAccess> = cluster;
-    let mutator = Mutator::new(&Config::embedded().unwrap(), Some(dyn_cluster));
+    let mutator = mutator_of(dyn_cluster);
     let out = mutator.mutate(&sandbox_pod_request("kata")).await;
     let denial = out.denial.expect("denied");
     assert!(denial.contains("RuntimeClass \"kata-qemu\""), "{denial}");
@@ -261,7 +261,7 @@ async fn forbidden_apply_is_a_clear_denial() {
     assert!(message.contains("cannot patch resource \"networkpolicies\""));
 
     let dyn_cluster: Arc<dyn ClusterAccess> = cluster;
-    let mutator = Mutator::new(&Config::embedded().unwrap(), Some(dyn_cluster));
+    let mutator = mutator_of(dyn_cluster);
     let denial = mutator
         .mutate(&sandbox_pod_request("gvisor"))
         .await
@@ -281,7 +281,7 @@ async fn dry_run_sends_no_apply() {
         (s.method == "PATCH").then(|| Reply::Json(200, fixture("networkpolicy-apply-200.json")))
     });
     let cluster: Arc<dyn ClusterAccess> = Arc::new(start(&api));
-    let mutator = Mutator::new(&Config::embedded().unwrap(), Some(cluster));
+    let mutator = mutator_of(cluster);
     let mut req = sandbox_pod_request("gvisor");
     req.dry_run = true;
     let out = mutator.mutate(&req).await;
@@ -325,4 +325,9 @@ async fn a_cache_that_cannot_sync_falls_back_to_direct_reads_without_waiting_eac
         "the second lookup waited for the cache again"
     );
     assert_eq!(api.direct().len(), 2);
+}
+
+fn mutator_of(cluster: Arc<dyn ClusterAccess>) -> Mutator {
+    let config = Config::embedded().unwrap();
+    Mutator::new(&config.mutation, &config.label_prefix, Some(cluster))
 }

@@ -199,7 +199,7 @@ fn cluster() -> Arc<dyn ClusterAccess> {
 #[tokio::test]
 async fn every_fixture_pod_is_mutated_validly_and_idempotently() {
     let config = Config::embedded().unwrap();
-    let mutator = Mutator::new(&config, Some(cluster()));
+    let mutator = Mutator::new(&config.mutation, &config.label_prefix, Some(cluster()));
     let pods = fixture_pods();
     assert!(pods.len() >= 40, "found only {} pod templates", pods.len());
 

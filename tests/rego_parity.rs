@@ -209,6 +209,7 @@ import rego.v1
 f(x) if { x == "zz" }
 g(x) := x
 f_eq_true if { not f(input.missing) == true }
+f_eq_true_defined if { not f(input.s) == true }
 plain_ref if { not input.missing }
 equal_ref if { not input.missing == 1 }
 unify_ref if { not input.missing = 1 }
@@ -238,6 +239,7 @@ function_defined if { not f(input.s) }
     ];
     let opa_false = [
         "f_eq_true",
+        "f_eq_true_defined",
         "not_equal",
         "less",
         "plus",

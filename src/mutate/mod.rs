@@ -6,7 +6,6 @@
 //! mutation on its own output yields an empty patch (safe with `reinvocationPolicy: IfNeeded`).
 
 mod bookkeeping;
-pub mod cli;
 mod config;
 mod hardening;
 pub mod labels;
@@ -25,7 +24,6 @@ use serde_json::Value;
 
 use crate::admission::{AdmissionRequest, Operation};
 use crate::cluster::{ClusterAccess, Ensured, Lookup};
-use crate::config::Config;
 
 pub use bookkeeping::{
     ANNOTATIONS as BOOKKEEPING_ANNOTATIONS, INPUT_ANNOTATIONS, LABELS as BOOKKEEPING_LABELS,
@@ -80,15 +78,19 @@ pub struct Mutator {
 impl Mutator {
     /// `cluster` is `None` offline (`review`, no kubeconfig): RuntimeClass scheduling and overhead
     /// then come from the configured profiles and no NetworkPolicy is applied.
-    pub fn new(config: &Config, cluster: Option<Arc<dyn ClusterAccess>>) -> Self {
-        if config.mutation.enabled && cluster.is_none() {
+    pub fn new(
+        config: &MutationConfig,
+        label_prefix: &str,
+        cluster: Option<Arc<dyn ClusterAccess>>,
+    ) -> Self {
+        if config.enabled && cluster.is_none() {
             tracing::info!(
                 "mutation without cluster access: RuntimeClass scheduling and overhead come from the configured runtime profiles, and NetworkPolicies are not applied (render them with `network-policies`)"
             );
         }
         Mutator {
-            config: config.mutation.clone(),
-            prefix: config.label_prefix.clone(),
+            config: config.clone(),
+            prefix: label_prefix.to_owned(),
             cluster,
             seal: Arc::new(Seal::random()),
         }

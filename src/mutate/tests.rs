@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::cluster::{ClusterError, FakeCluster};
+use crate::config::Config;
 use crate::mutate::labels::name_hash;
 
 const P: &str = "sandbox-admission.io/";
@@ -13,6 +14,10 @@ const ENFORCE_LABEL: &str = "sandbox-admission.io/isolation";
 
 fn config() -> Config {
     Config::embedded().unwrap()
+}
+
+fn mutator_of(config: &Config, cluster: Option<Arc<dyn ClusterAccess>>) -> Mutator {
+    Mutator::new(&config.mutation, &config.label_prefix, cluster)
 }
 
 fn sandbox_pod() -> Value {
@@ -47,13 +52,13 @@ async fn run(m: &Mutator, pod: Value) -> (MutationOutcome, Value) {
 }
 
 fn offline() -> Mutator {
-    Mutator::new(&config(), None)
+    mutator_of(&config(), None)
 }
 
 fn with(cluster: FakeCluster) -> (Mutator, Arc<FakeCluster>) {
     let cluster = Arc::new(cluster);
     let dyn_cluster: Arc<dyn ClusterAccess> = cluster.clone();
-    (Mutator::new(&config(), Some(dyn_cluster)), cluster)
+    (mutator_of(&config(), Some(dyn_cluster)), cluster)
 }
 
 fn both_classes() -> FakeCluster {
@@ -202,7 +207,7 @@ async fn kata_scheduling_from_configuration_without_cluster() {
         "memory".into(),
         k8s_openapi::apimachinery::pkg::api::resource::Quantity("120Mi".into()),
     );
-    let m = Mutator::new(&cfg, None);
+    let m = mutator_of(&cfg, None);
     let (_, pod) = run(&m, kata_pod()).await;
     assert_eq!(pod["spec"]["nodeSelector"], json!({"runtime": "kata"}));
     assert_eq!(
@@ -281,7 +286,7 @@ async fn missing_runtime_class_denies_or_warns() {
 
     let mut cfg = config();
     cfg.mutation.on_missing_runtime_class = OnFailure::Warn;
-    let m = Mutator::new(&cfg, Some(Arc::new(FakeCluster::new())));
+    let m = mutator_of(&cfg, Some(Arc::new(FakeCluster::new())));
     let (out, patched) = run(&m, kata_pod()).await;
     assert_eq!(out.denial, None);
     assert!(out.warnings[0].contains("kata-qemu"), "{:?}", out.warnings);
@@ -356,7 +361,7 @@ async fn network_policy_failure_denies_or_warns() {
     let mut cfg = config();
     cfg.mutation.on_network_policy_failure = OnFailure::Warn;
     let cluster: Arc<dyn ClusterAccess> = Arc::new(both_classes().failing_apply(forbidden));
-    let out = Mutator::new(&cfg, Some(cluster))
+    let out = mutator_of(&cfg, Some(cluster))
         .mutate(&request(sandbox_pod(), "CREATE", false))
         .await;
     assert_eq!(out.denial, None);
@@ -387,7 +392,7 @@ async fn other_requests_pass_untouched() {
     let mut cfg = config();
     cfg.mutation.enabled = false;
     assert!(
-        Mutator::new(&cfg, None)
+        mutator_of(&cfg, None)
             .mutate(&request(sandbox_pod(), "CREATE", false))
             .await
             .patch
@@ -421,7 +426,7 @@ async fn unreadable_pod_is_denied() {
 async fn label_keys_with_slash_and_tilde_patch_correctly() {
     let mut cfg = config();
     cfg.label_prefix = "ex~ample.io/".into();
-    let m = Mutator::new(&cfg, None);
+    let m = mutator_of(&cfg, None);
     let mut pod = sandbox_pod();
     pod["metadata"]["labels"]["a~b/c"] = json!("kept");
     let out = m.mutate(&request(pod.clone(), "CREATE", false)).await;

@@ -69,7 +69,42 @@ pub struct EvalContext<'a> {
     pub sandbox_admission: Option<&'a Value>,
 }
 
+/// One policy's share of a review, as another engine needs it to judge the review the way
+/// this set does: the OPA differential test (tests/opa_differential.rs) hands each to real OPA.
+#[derive(Debug, Clone)]
+pub struct ReferenceCase {
+    pub policy: String,
+    /// The module's package as a reference (`data.sandbox.example`); its `violation` rule is
+    /// what is judged.
+    pub package: String,
+    /// The `input` the policy sees: the same review as [`PolicySet::evaluate`] gives it, with
+    /// this policy's own `parameters`.
+    pub input: Value,
+}
+
 impl PolicySet {
+    /// The policies that judge `req`, each with the exact `input` it is evaluated with.
+    pub fn reference_cases(
+        &self,
+        req: &AdmissionRequest,
+        ctx: &EvalContext<'_>,
+    ) -> anyhow::Result<Vec<ReferenceCase>> {
+        let input = policy_input(req, ctx)?;
+        let mut input: Value = serde_json::from_str(&input.to_json_str()?)?;
+        self.policies
+            .iter()
+            .filter(|p| p.meta.applies_to(req))
+            .map(|p| {
+                input["parameters"] = p.meta.parameters.clone();
+                Ok(ReferenceCase {
+                    policy: p.name.clone(),
+                    package: p.package.clone(),
+                    input: input.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// The violations `req` causes, one hit per violation, in policy order.
     pub fn evaluate(&self, req: &AdmissionRequest, namespace: Option<&Value>) -> Vec<PolicyHit> {
         self.evaluate_with(

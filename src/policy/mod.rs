@@ -28,7 +28,7 @@ use serde_json::Value;
 use crate::admission::AdmissionRequest;
 use crate::metrics::Metrics;
 
-pub use eval::{CONTEXT_KEY, EvalContext};
+pub use eval::{CONTEXT_KEY, EvalContext, ReferenceCase};
 pub use reload::WatchGuard;
 pub use set::PolicySet;
 pub use source::{PolicySource, SourceFile};

@@ -40,6 +40,8 @@ pub struct Policy {
     pub action: Action,
     pub failure: FailurePolicy,
     pub(super) meta: Metadata,
+    /// Its package as a reference (`data.sandbox.example`).
+    pub(super) package: String,
     /// The query statement binding this policy's violations to `binding` (used alone to pin an
     /// evaluation failure on this policy, and by the load probe).
     pub(super) statement: String,
@@ -291,6 +293,7 @@ impl PolicySet {
                 action: meta.enforcement_action,
                 failure: meta.failure_policy,
                 meta,
+                package: package.clone(),
                 statement,
                 binding,
                 violations,

@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::admission::{AdmissionRequest, Operation};
+use crate::decision::{Decision, Endpoint};
 use crate::metrics::Metrics;
-use crate::pipeline::{Decision, Endpoint};
 use crate::policy::Action;
 use limit::TokenBucket;
 

@@ -324,8 +324,8 @@ impl Drop for Expr {
 // evaluated before `not`: when it is undefined the literal, and so the body, is undefined; the
 // negation never sees an undefined call. The same holds for every builtin written as an operator
 // (`<`, `!=`, `+`, `in`, ...), for elements of a composite term and for references used as an
-// index. Equality (`==`, `=`) is the exception: its operands stay in place, only what they
-// contain (elements, indices, nested calls) is moved. Measured against OPA v1 (see the tests).
+// index. Equality (`==`, `=`) is the exception: its operands stay in place unless they are calls,
+// only what they contain (elements, indices, nested calls) is moved. Measured against OPA v1 (see the tests).
 impl Expr {
     /// The sub-expressions of `not <self>` that must be defined for the literal to hold.
     pub fn negation_operands(&self) -> Vec<&Ref<Expr>> {
@@ -344,8 +344,13 @@ impl Expr {
                 rhs,
                 ..
             } => {
-                lhs.hoist_inner(&mut out);
-                rhs.hoist_inner(&mut out);
+                for side in [lhs, rhs] {
+                    match side.as_ref() {
+                        // A call is always moved out (OPA's `expandExpr`).
+                        Self::Call { .. } => Self::hoist(side, &mut out),
+                        _ => side.hoist_inner(&mut out),
+                    }
+                }
             }
             Self::BoolExpr { lhs, rhs, .. }
             | Self::ArithExpr { lhs, rhs, .. }

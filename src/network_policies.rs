@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::config::Config;
 
-use super::network::network_policy;
+use crate::mutate::network::network_policy;
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(
