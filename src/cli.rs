@@ -39,12 +39,17 @@ pub enum Command {
     Policy(crate::policy::cli::PolicyCommand),
     /// Render the NetworkPolicy objects of the configured network profiles for a namespace (YAML).
     NetworkPolicies(crate::network_policies::NetworkPoliciesArgs),
-    /// Query and summarise the decision log: who was denied, by which policy, how often.
+    /// Query and summarise the decision log (who was denied, by which policy, how often), or the
+    /// background audit's PolicyReports (--reports).
     #[command(after_help = crate::audit::cli::AFTER_HELP)]
     Audit(crate::audit::cli::AuditArgs),
     /// Run an object or AdmissionReview through mutation and validation offline, as the server would.
     #[command(after_help = crate::review::AFTER_HELP)]
     Review(crate::review::ReviewArgs),
+    /// Judge a tree of manifests as /validate would (GitOps CI), with data.inventory built from
+    /// them: a table, JSON or PolicyReports, and an exit code.
+    #[command(after_help = crate::scan::AFTER_HELP)]
+    Scan(crate::scan::ScanArgs),
     /// Time each policy (alone and as the whole set) on objects or reviews: what a policy costs.
     Bench(crate::bench::BenchArgs),
 }
@@ -112,6 +117,18 @@ pub struct ServeArgs {
         conflicts_with_all = ["tls_cert", "no_cluster"]
     )]
     pub manage_certs: bool,
+    /// Audit existing Sandboxes, templates, warm pools, claims and Sandbox pods into
+    /// PolicyReports, periodically and after every policy reload (needs cluster access and
+    /// manifests/audit/)
+    #[arg(long, env = "SANDBOX_ADMISSION_AUDIT")]
+    pub audit: bool,
+    /// Seconds between background audit rounds [default: 300]
+    #[arg(
+        long,
+        env = "SANDBOX_ADMISSION_AUDIT_INTERVAL_SECONDS",
+        value_name = "SECONDS"
+    )]
+    pub audit_interval_seconds: Option<u64>,
     /// Secret that --manage-certs keeps the certificates in [default: sandbox-admission-tls]
     #[arg(long, env = "SANDBOX_ADMISSION_CERT_SECRET", requires = "manage_certs")]
     pub cert_secret: Option<String>,
@@ -180,6 +197,16 @@ pub fn serve_settings(args: ServeArgs) -> anyhow::Result<ServeSettings> {
     if args.events {
         config.events.enabled = true;
     }
+    if args.audit {
+        config.audit.enabled = true;
+    }
+    if let Some(seconds) = args.audit_interval_seconds {
+        config.audit.interval_seconds = seconds;
+    }
+    config
+        .audit
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--audit-interval-seconds: {e}"))?;
     let tls_cfg = &mut config.tls;
     if args.cert_dir.is_some() {
         tls_cfg.cert_dir = args.cert_dir;
@@ -258,7 +285,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         if use_cluster {
-            settings.cluster = crate::cluster::connect_or_offline().await;
+            settings.cluster =
+                crate::cluster::connect_or_offline(crate::background::watches(&settings.config))
+                    .await;
         } else {
             tracing::info!("--no-cluster: runtime scheduling and overhead come from configuration");
         }
@@ -328,5 +357,6 @@ pub fn run() -> ExitCode {
         Command::Audit(args) => crate::audit::cli::run(args),
         Command::Review(args) => crate::review::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Scan(args) => crate::scan::run(args),
     }
 }

@@ -55,6 +55,87 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub validation: ValidationConfig,
+    /// Kinds kept in `data.inventory` for referential policies (Gatekeeper Config `syncOnly`
+    /// entries), watched when the server has cluster access.
+    #[serde(default = "default_sync")]
+    pub sync: Vec<crate::cluster::SyncEntry>,
+    /// The background audit of existing objects into PolicyReports.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `audit:`: judge what already runs, periodically and after every policy reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Off by default: it needs cluster access and the PolicyReport CRD and RBAC of
+    /// `manifests/audit/`.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_audit_interval")]
+    pub interval_seconds: u64,
+    /// Most results one PolicyReport holds; a report over it keeps the first ones and says so.
+    #[serde(default = "default_audit_max_results")]
+    pub max_results_per_report: usize,
+    /// The Lease (in the Service's namespace) that lets one replica audit at a time.
+    #[serde(default = "default_audit_lease")]
+    pub lease_name: String,
+    /// How long a Lease holder that stops renewing keeps others out.
+    #[serde(default = "default_audit_lease_seconds")]
+    pub lease_duration_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: false,
+            interval_seconds: default_audit_interval(),
+            max_results_per_report: default_audit_max_results(),
+            lease_name: default_audit_lease(),
+            lease_duration_seconds: default_audit_lease_seconds(),
+        }
+    }
+}
+
+impl AuditConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interval_seconds < 10 || self.interval_seconds > 86_400 {
+            return Err("audit.intervalSeconds must be within 10..=86400".into());
+        }
+        if self.max_results_per_report == 0 || self.max_results_per_report > 10_000 {
+            return Err("audit.maxResultsPerReport must be within 1..=10000 (a PolicyReport is one etcd object, at most 1.5 MiB)".into());
+        }
+        if self.lease_duration_seconds < 5 || self.lease_duration_seconds > 3_600 {
+            return Err("audit.leaseDurationSeconds must be within 5..=3600".into());
+        }
+        if self.lease_name.is_empty() {
+            return Err("audit.leaseName must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the shipped referential policies read: warm pools (a claim's pool, the namespace's
+/// replica total), templates (a pool's template) and Services (a Sandbox's Service name).
+fn default_sync() -> Vec<crate::cluster::SyncEntry> {
+    use crate::cluster::SyncEntry;
+    vec![
+        SyncEntry::new("extensions.agents.x-k8s.io", "v1beta1", "SandboxWarmPool"),
+        SyncEntry::new("extensions.agents.x-k8s.io", "v1beta1", "SandboxTemplate"),
+        SyncEntry::new("", "v1", "Service"),
+    ]
+}
+fn default_audit_interval() -> u64 {
+    300
+}
+fn default_audit_max_results() -> usize {
+    1000
+}
+fn default_audit_lease() -> String {
+    "sandbox-admission-audit".into()
+}
+fn default_audit_lease_seconds() -> u64 {
+    30
 }
 
 /// How `/validate` judges Sandboxes and SandboxTemplates.
@@ -277,6 +358,10 @@ impl Config {
         self.events.validate()?;
         self.mutation.validate()?;
         self.policy.validate()?;
+        for entry in &self.sync {
+            entry.validate()?;
+        }
+        self.audit.validate()?;
         Ok(())
     }
 }

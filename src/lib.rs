@@ -5,16 +5,20 @@
 
 pub mod admission;
 pub mod audit;
+pub mod background;
 pub mod bench;
 pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod decision;
+pub mod documents;
 pub mod metrics;
 pub mod mutate;
 pub mod network_policies;
 pub mod pipeline;
 pub mod policy;
+pub mod policyreport;
 pub mod review;
+pub mod scan;
 pub mod server;

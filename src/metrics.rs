@@ -49,6 +49,22 @@ pub struct Metrics {
     pub decision_log_dropped: Counter,
     pub events_sent: Counter,
     pub events_dropped: Family<ReasonLabels, Counter>,
+    pub inventory_objects: Gauge,
+    pub cache_synced: Family<KindLabels, Gauge>,
+    pub cache_relists: Family<KindLabels, Gauge>,
+    pub cache_errors: Family<KindLabels, Gauge>,
+    pub audit_last_run: Gauge,
+    pub audit_duration: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub audit_objects: Gauge,
+    pub audit_violations: Family<ViolationLabels, Gauge>,
+    pub audit_runs: Family<ResultLabels, Counter>,
+    pub audit_skipped: Counter,
+    pub audit_apply_failures: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +94,72 @@ impl Metrics {
         let decision_log_dropped = Counter::default();
         let events_sent = Counter::default();
         let events_dropped = Family::<ReasonLabels, Counter>::default();
+        let inventory_objects = Gauge::default();
+        let cache_synced = Family::<KindLabels, Gauge>::default();
+        let cache_relists = Family::<KindLabels, Gauge>::default();
+        let cache_errors = Family::<KindLabels, Gauge>::default();
+        let audit_last_run = Gauge::default();
+        let audit_duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let audit_objects = Gauge::default();
+        let audit_violations = Family::<ViolationLabels, Gauge>::default();
+        let audit_runs = Family::<ResultLabels, Counter>::default();
+        let audit_skipped = Counter::default();
+        let audit_apply_failures = Counter::default();
+        registry.register(
+            "audit_last_run_timestamp_seconds",
+            "When the last background audit finished (Unix time)",
+            audit_last_run.clone(),
+        );
+        registry.register(
+            "audit_last_run_duration_seconds",
+            "How long the last background audit took",
+            audit_duration.clone(),
+        );
+        registry.register(
+            "audit_objects",
+            "Objects judged by the last background audit",
+            audit_objects.clone(),
+        );
+        registry.register(
+            "audit_violations",
+            "Violations found by the last background audit, by policy and enforcement action",
+            audit_violations.clone(),
+        );
+        registry.register(
+            "audit_runs",
+            "Background audit rounds, by result (success, partial, not_leader, lease_error)",
+            audit_runs.clone(),
+        );
+        registry.register(
+            "audit_skipped_objects",
+            "Cached objects the background audit could not judge (they do not decode) and skipped",
+            audit_skipped.clone(),
+        );
+        registry.register(
+            "audit_report_apply_failures",
+            "PolicyReports the background audit could not apply",
+            audit_apply_failures.clone(),
+        );
+        registry.register(
+            "inventory_objects",
+            "Objects in data.inventory (the sync list's kinds)",
+            inventory_objects.clone(),
+        );
+        registry.register(
+            "watch_cache_synced",
+            "1 when the watch cache of a kind has listed, by kind",
+            cache_synced.clone(),
+        );
+        registry.register(
+            "watch_cache_relists",
+            "Times a watch cache re-listed after losing its watch (e.g. 410 Gone), by kind",
+            cache_relists.clone(),
+        );
+        registry.register(
+            "watch_cache_errors",
+            "Watch or list errors of a watch cache (each retried with backoff), by kind",
+            cache_errors.clone(),
+        );
         registry.register(
             "requests",
             "Admission reviews answered, by endpoint, kind, operation and decision",
@@ -146,7 +228,33 @@ impl Metrics {
             decision_log_dropped,
             events_sent,
             events_dropped,
+            inventory_objects,
+            cache_synced,
+            cache_relists,
+            cache_errors,
+            audit_last_run,
+            audit_duration,
+            audit_objects,
+            audit_violations,
+            audit_runs,
+            audit_skipped,
+            audit_apply_failures,
         }
+    }
+
+    /// One watch cache's health (set from its status, so the values are absolute).
+    pub fn cache_status(&self, kind: &str, synced: bool, relists: u64, errors: u64) {
+        let labels = KindLabels {
+            kind: kind.to_owned(),
+        };
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.cache_synced
+            .get_or_create(&labels)
+            .set(i64::from(synced));
+        self.cache_relists
+            .get_or_create(&labels)
+            .set(gauge(relists));
+        self.cache_errors.get_or_create(&labels).set(gauge(errors));
     }
 
     /// Prometheus text exposition format.

@@ -23,6 +23,10 @@ use crate::policy::{Action, EvalContext, PolicyHit, PolicySource, PolicyStore, R
 /// The name a denial carries when a Sandbox's or template's pod cannot be built or mutated.
 pub const EFFECTIVE_POD_POLICY: &str = "sandbox-effective-pod";
 
+/// The name of the warning a SandboxWarmPool gets when its template (in `data.inventory`)
+/// would be refused as it stands: the pool would keep warm Sandboxes whose pods are refused.
+pub const WARM_POOL_TEMPLATE_POLICY: &str = "warmpool-template-admitted";
+
 /// How a body was answered on the wire.
 pub enum Answer {
     /// An AdmissionReview (allowed or denied), HTTP 200.
@@ -108,8 +112,98 @@ impl Admitter {
                         sandbox_admission: Some(&context),
                     },
                 ));
+                hits.extend(self.warm_pool_template_refusal(req).await);
                 decide_validation(req, hits)
             }
+        }
+    }
+
+    /// A SandboxWarmPool's template, from `data.inventory`, judged as `/validate` would judge
+    /// an UPDATE of it now (its effective pod included). Refused, it is a warning on the pool:
+    /// the pool's Sandboxes would be refused too. `None` when the pool names no template, the
+    /// template is not in the inventory (warmpool-template-exists says so) or it is admitted.
+    async fn warm_pool_template_refusal(&self, req: &AdmissionRequest) -> Option<PolicyHit> {
+        if req.kind.group != "extensions.agents.x-k8s.io"
+            || req.kind.kind != "SandboxWarmPool"
+            || req.namespace.is_empty()
+        {
+            return None;
+        }
+        let pool = req.object()?;
+        if pool.pointer("/metadata/deletionTimestamp").is_some() {
+            return None;
+        }
+        let name = pool
+            .pointer("/spec/sandboxTemplateRef/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())?;
+        let inventory = self.policies.inventory()?;
+        let (api_version, template) = inventory
+            .get("namespace")?
+            .get(&req.namespace)?
+            .as_object()?
+            .iter()
+            .filter(|(gv, _)| gv.starts_with("extensions.agents.x-k8s.io/"))
+            .find_map(|(gv, kinds)| Some((gv.clone(), kinds.get("SandboxTemplate")?.get(name)?)))?;
+        let version = api_version.rsplit('/').next().unwrap_or_default();
+        let gvk = serde_json::json!({"group": "extensions.agents.x-k8s.io", "version": version, "kind": "SandboxTemplate"});
+        let template_req = AdmissionRequest::from_value(serde_json::json!({
+            "uid": format!("{}-template", req.uid),
+            "kind": gvk,
+            "resource": {"group": "extensions.agents.x-k8s.io", "version": version, "resource": "sandboxtemplates"},
+            "requestKind": gvk,
+            "name": name,
+            "namespace": req.namespace,
+            "operation": "UPDATE",
+            "userInfo": req.user_info,
+            "object": template,
+            "oldObject": template,
+            "dryRun": req.dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "UpdateOptions"},
+        }))
+        .ok()?;
+        // Not a pool, so this never recurses further.
+        let decision = Box::pin(self.decide(Endpoint::Validate, &template_req)).await;
+        if decision.response.allowed {
+            return None;
+        }
+        let why = decision
+            .response
+            .status
+            .as_ref()
+            .map(|s| s.message.lines().collect::<Vec<_>>().join("; "))
+            .unwrap_or_default();
+        Some(PolicyHit {
+            policy: WARM_POOL_TEMPLATE_POLICY.into(),
+            action: Action::Warn,
+            message: format!(
+                "SandboxTemplate {name} would be refused as it stands, so would this pool's Sandboxes: {why}"
+            ),
+        })
+    }
+
+    /// [`Admitter::decide`] within `deadline`; past it the request is refused (fail closed).
+    /// The server, `scan` and the background audit all judge through here.
+    pub async fn decide_within(
+        &self,
+        endpoint: Endpoint,
+        req: &AdmissionRequest,
+        deadline: Duration,
+    ) -> Decision {
+        match tokio::time::timeout(deadline, self.decide(endpoint, req)).await {
+            Ok(d) => d,
+            Err(_) => Decision {
+                response: Response::deny(
+                    &req.uid,
+                    500,
+                    format!(
+                        "review did not finish within its {}ms deadline; refused (fail closed)",
+                        deadline.as_millis()
+                    ),
+                ),
+                hits: Vec::new(),
+                mutations: Vec::new(),
+            },
         }
     }
 
@@ -195,23 +289,7 @@ impl Admitter {
         let answer = match admission::decode(body) {
             Err(err) => self.refuse(endpoint, err),
             Ok(req) => {
-                let decision = match tokio::time::timeout(deadline, self.decide(endpoint, &req))
-                    .await
-                {
-                    Ok(d) => d,
-                    Err(_) => Decision {
-                        response: Response::deny(
-                            &req.uid,
-                            500,
-                            format!(
-                                "review did not finish within its {}ms deadline; refused (fail closed)",
-                                deadline.as_millis()
-                            ),
-                        ),
-                        hits: Vec::new(),
-                        mutations: Vec::new(),
-                    },
-                };
+                let decision = self.decide_within(endpoint, &req, deadline).await;
                 let body = decision.response.to_review_json();
                 self.record(endpoint, &req, &decision, started.elapsed());
                 Answer::Review(body)

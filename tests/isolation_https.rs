@@ -3,8 +3,6 @@
 //! drop (enforce mode decided by the server from its namespace cache).
 
 mod common;
-// Shared with cluster_recorded.rs, which reads the request bodies this file does not.
-#[allow(dead_code)]
 mod kube_mock;
 
 use std::sync::Arc;

@@ -75,6 +75,13 @@ pub struct AuditArgs {
     /// Output format
     #[arg(long, short = 'o', value_enum, default_value_t)]
     pub output: AuditOutput,
+    /// Read the background audit's PolicyReports instead of the decision log: from these files
+    /// (`kubectl get policyreports -A -o yaml` output; `-` for stdin)
+    #[arg(long = "reports", value_name = "FILE", num_args = 0.., conflicts_with = "logs")]
+    pub reports: Option<Vec<String>>,
+    /// With --reports and no file: read them from the cluster (kubeconfig or in-cluster access)
+    #[arg(long, requires = "reports")]
+    pub from_cluster: bool,
 }
 
 pub const AFTER_HELP: &str = "\
@@ -87,6 +94,10 @@ Examples:
 
   # Straight from the pods, as JSON for jq
   kubectl logs -n sandbox-admission deploy/sandbox-admission | sandbox-admission audit -o json --policy runtime-class
+
+  # What the background audit found (PolicyReports), offline or from the cluster
+  kubectl get policyreports -A -o yaml | sandbox-admission audit --reports -
+  sandbox-admission audit --reports --from-cluster -o json
 
 A malformed line is reported on stderr (file:line) and skipped.";
 
@@ -171,7 +182,32 @@ pub fn run(args: AuditArgs) -> ExitCode {
     }
 }
 
+fn run_reports(args: &AuditArgs, files: &[String]) -> Result<(), String> {
+    let reports = match (files.is_empty(), args.from_cluster) {
+        (true, true) => super::reports::from_cluster()?,
+        (false, false) => super::reports::read(files)?,
+        (true, false) => super::reports::read(&["-".to_string()])?,
+        (false, true) => return Err("--from-cluster reads no files; give one or the other".into()),
+    };
+    let mut view = super::reports::view(&reports);
+    if !args.namespace.is_empty() {
+        view.rows.retain(|r| args.namespace.contains(&r.namespace));
+    }
+    if !args.policy.is_empty() {
+        view.rows.retain(|r| args.policy.contains(&r.policy));
+    }
+    let text = match args.output {
+        AuditOutput::Table => super::reports::table(&view),
+        AuditOutput::Json => to_json(&view)?,
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
+}
+
 fn run_inner(args: &AuditArgs) -> Result<(), String> {
+    if let Some(files) = &args.reports {
+        return run_reports(args, files);
+    }
     let filter = args.filter()?;
     let sources = args.sources();
     if sources.contains(&Source::Stdin) && std::io::stdin().is_terminal() {

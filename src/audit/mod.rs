@@ -1,10 +1,12 @@
-//! The decision log: one JSON line per admission decision, for cluster admins to audit.
+//! The decision log: one JSON line per admission decision, for cluster admins to audit; and
+//! reading back the background audit's PolicyReports (`audit --reports`).
 
 pub mod cli;
 pub mod events;
 pub mod log;
 pub mod query;
 mod report;
+pub mod reports;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

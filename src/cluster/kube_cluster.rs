@@ -25,7 +25,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
-use super::{ClusterAccess, ClusterError, Ensured, FIELD_MANAGER, Lookup};
+use super::caches::{self, CacheStatus, CachedObject, WatchSpec, WatchedCache};
+use super::{ClusterAccess, ClusterError, Ensured, FIELD_MANAGER, LeaseRequest, Lookup};
 
 /// Tuning for [`KubeCluster`].
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct KubeClusterOptions {
     pub sync_wait: Duration,
     /// An applied NetworkPolicy is applied again after this long, repairing manual deletions.
     pub reapply_after: Duration,
+    /// Further kinds to keep watch caches of: the `sync` list (`data.inventory`) and the kinds
+    /// the background audit judges.
+    pub watches: Vec<WatchSpec>,
 }
 
 impl Default for KubeClusterOptions {
@@ -43,6 +47,7 @@ impl Default for KubeClusterOptions {
         KubeClusterOptions {
             sync_wait: Duration::from_secs(2),
             reapply_after: Duration::from_secs(600),
+            watches: Vec::new(),
         }
     }
 }
@@ -59,6 +64,8 @@ pub struct KubeCluster {
     gave_up_waiting: AtomicBool,
     applied: Mutex<HashMap<AppliedKey, (u64, Instant)>>,
     options: KubeClusterOptions,
+    caches: Vec<WatchedCache>,
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl KubeCluster {
@@ -74,20 +81,32 @@ impl KubeCluster {
     pub fn start(client: Client, options: KubeClusterOptions) -> KubeCluster {
         let (runtime_classes, rc_task) = spawn_reflector(Api::<RuntimeClass>::all(client.clone()));
         let (namespaces, ns_task) = spawn_reflector(Api::<Namespace>::all(client.clone()));
+        let mut tasks = vec![rc_task, ns_task];
+        let changes = tokio::sync::watch::Sender::new(0);
+        let mut caches = Vec::new();
+        for spec in &options.watches {
+            let (cache, task) = caches::spawn(client.clone(), spec.clone(), changes.clone());
+            caches.push(cache);
+            tasks.push(task);
+        }
         KubeCluster {
             client,
             runtime_classes,
             namespaces,
-            tasks: vec![rc_task, ns_task],
+            tasks,
             gave_up_waiting: AtomicBool::new(false),
             applied: Mutex::new(HashMap::new()),
             options,
+            caches,
+            changes,
         }
     }
 
-    /// Both caches have completed their first list (for readiness reporting).
+    /// Every cache has completed its first list (for readiness reporting).
     pub fn is_synced(&self) -> bool {
-        is_ready(&self.runtime_classes) && is_ready(&self.namespaces)
+        is_ready(&self.runtime_classes)
+            && is_ready(&self.namespaces)
+            && self.caches.iter().all(|c| store_ready(&c.store))
     }
 
     async fn wait_for<K>(&self, store: &Store<K>) -> bool
@@ -172,11 +191,71 @@ impl Drop for KubeCluster {
 
 impl ClusterAccess for KubeCluster {
     fn readiness(&self) -> Result<String, String> {
-        if self.is_synced() {
-            Ok("RuntimeClass and Namespace caches synced".into())
-        } else {
-            Err("waiting for the RuntimeClass and Namespace watch caches to sync".into())
+        let mut parts = Vec::new();
+        for status in self.cache_status() {
+            let mut part = format!(
+                "{}: {}",
+                status.kind,
+                if status.synced {
+                    format!("{} objects", status.objects)
+                } else {
+                    "not synced".into()
+                }
+            );
+            if status.relists > 0 {
+                part.push_str(&format!(
+                    ", re-listed {} times after losing its watch",
+                    status.relists
+                ));
+            }
+            if let Some(err) = &status.last_error {
+                part.push_str(&format!(", last error: {err}"));
+            }
+            parts.push(part);
         }
+        let extra = if parts.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", parts.join("; "))
+        };
+        if self.is_synced() {
+            Ok(format!("RuntimeClass and Namespace caches synced{extra}"))
+        } else {
+            Err(format!("waiting for the watch caches to sync{extra}"))
+        }
+    }
+
+    fn cached_objects(&self) -> Vec<CachedObject> {
+        self.caches.iter().flat_map(WatchedCache::objects).collect()
+    }
+
+    fn cache_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.changes.subscribe())
+    }
+
+    fn cache_status(&self) -> Vec<CacheStatus> {
+        self.caches.iter().map(WatchedCache::status).collect()
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        lease: &'a LeaseRequest,
+    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        Box::pin(super::lease::try_lease(self.client.clone(), lease))
+    }
+
+    fn apply_policy_report<'a>(
+        &'a self,
+        report: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        Box::pin(super::lease::apply_policy_report(
+            self.client.clone(),
+            report,
+        ))
+    }
+
+    fn list_policy_reports(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, ClusterError>> {
+        Box::pin(super::lease::list_policy_reports(self.client.clone()))
     }
 
     fn runtime_class<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Lookup<RuntimeClass>> {
@@ -202,6 +281,15 @@ impl ClusterAccess for KubeCluster {
 fn is_ready<K>(store: &Store<K>) -> bool
 where
     K: Resource<DynamicType = ()> + Clone,
+{
+    store_ready(store)
+}
+
+/// [`is_ready`] for stores of any dynamic type.
+pub(super) fn store_ready<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     let waker = futures::task::noop_waker();
     let mut cx = std::task::Context::from_waker(&waker);

@@ -5,18 +5,24 @@
 //! [`ClusterAccess`] lets the mutator run offline (`review`, tests) with [`FakeCluster`] and in a
 //! cluster with [`KubeCluster`], whose watch caches answer without a round trip per pod.
 
+mod caches;
 mod fake;
+pub mod inventory;
 mod kube_cluster;
+mod lease;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 
+pub use caches::{CacheStatus, CachedObject, RawObject, WatchSpec};
 pub use fake::FakeCluster;
+pub use inventory::SyncEntry;
 pub use kube_cluster::{KubeCluster, KubeClusterOptions};
 
 /// The field manager this product applies NetworkPolicies with.
@@ -99,13 +105,71 @@ pub trait ClusterAccess: Send + Sync {
     fn readiness(&self) -> Result<String, String> {
         Ok("cluster access configured".into())
     }
+
+    /// Every object of the watched kinds (the `sync` list, the audited kinds).
+    fn cached_objects(&self) -> Vec<CachedObject> {
+        Vec::new()
+    }
+
+    /// Changes whenever a watched cache does; `None` when nothing is watched.
+    fn cache_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// How each watched cache is doing.
+    fn cache_status(&self) -> Vec<CacheStatus> {
+        Vec::new()
+    }
+
+    /// Take or renew a `coordination.k8s.io` Lease; `Ok(false)` when another holder has it.
+    fn try_lease<'a>(
+        &'a self,
+        _lease: &'a LeaseRequest,
+    ) -> BoxFuture<'a, Result<bool, ClusterError>> {
+        Box::pin(async { Err(ClusterError::NotConfigured("no Lease support".into())) })
+    }
+
+    /// Server-side apply a `wgpolicyk8s.io/v1alpha2` PolicyReport (given as JSON).
+    fn apply_policy_report<'a>(
+        &'a self,
+        _report: &'a serde_json::Value,
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        Box::pin(async {
+            Err(ClusterError::NotConfigured(
+                "no PolicyReport support".into(),
+            ))
+        })
+    }
+
+    /// The PolicyReports this product wrote.
+    fn list_policy_reports(&self) -> BoxFuture<'_, Result<Vec<serde_json::Value>, ClusterError>> {
+        Box::pin(async {
+            Err(ClusterError::NotConfigured(
+                "no PolicyReport support".into(),
+            ))
+        })
+    }
+}
+
+/// The Lease that lets one replica at a time run the background audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    pub namespace: String,
+    pub name: String,
+    /// This replica (its pod name).
+    pub holder: String,
+    pub duration: Duration,
 }
 
 /// Cluster access for `serve`: in-cluster configuration or the local kubeconfig, or `None` (with
 /// a warning saying what that means) when neither exists, so the binary also runs on a laptop.
-pub async fn connect_or_offline() -> Option<Arc<dyn ClusterAccess>> {
+pub async fn connect_or_offline(watches: Vec<WatchSpec>) -> Option<Arc<dyn ClusterAccess>> {
     crate::certs::install_crypto_provider();
-    match KubeCluster::connect(KubeClusterOptions::default()).await {
+    let options = KubeClusterOptions {
+        watches,
+        ..Default::default()
+    };
+    match KubeCluster::connect(options).await {
         Ok(cluster) => {
             tracing::info!(
                 "cluster access: watching RuntimeClasses and Namespaces, applying NetworkPolicies"

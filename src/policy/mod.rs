@@ -189,22 +189,49 @@ impl fmt::Display for PolicyLoadError {
 }
 
 /// The serving policy set, swappable while requests are being judged.
+///
+/// `data.inventory` is layered onto the compiled set whenever either changes (a reload, or the
+/// watch caches), and the result is what requests clone: a request never pays for the inventory.
 pub struct PolicyStore {
     current: ArcSwap<PolicySet>,
+    /// The compiled set and the inventory it is served with; one lock so a reload and an
+    /// inventory change never layer onto each other's stale half.
+    layers: Mutex<Layers>,
     last_error: Mutex<Option<String>>,
     config: PolicyConfig,
     metrics: Arc<Metrics>,
+    /// Bumped after every successful reload, for the background audit.
+    reloads: tokio::sync::watch::Sender<u64>,
+}
+
+struct Layers {
+    compiled: Arc<PolicySet>,
+    /// `None`: no inventory is kept (no cluster access), so `data.inventory` stays as compiled.
+    inventory: Option<Arc<Value>>,
+}
+
+impl PolicyHit {
+    /// The policy could not be evaluated (an error or time-out), as opposed to a violation.
+    pub fn is_evaluation_failure(&self) -> bool {
+        eval::is_failure_message(&self.message)
+    }
 }
 
 impl PolicyStore {
     /// A store with no policies: validation admits everything, and `/readyz` says 0 policies.
     pub fn empty() -> Self {
         let config = PolicyConfig::default();
+        let set = Arc::new(PolicySet::empty(&config));
         PolicyStore {
-            current: ArcSwap::from_pointee(PolicySet::empty(&config)),
+            current: ArcSwap::new(set.clone()),
+            layers: Mutex::new(Layers {
+                compiled: set,
+                inventory: None,
+            }),
             last_error: Mutex::new(None),
             config,
             metrics: Arc::new(Metrics::new()),
+            reloads: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -216,12 +243,38 @@ impl PolicyStore {
     ) -> Result<Arc<PolicyStore>, PolicyLoadError> {
         let set = PolicySet::compile(&source.read()?, source.describe(), config)?;
         metrics.policies.set(gauge_value(set.len()));
+        let set = Arc::new(set);
         Ok(Arc::new(PolicyStore {
-            current: ArcSwap::from_pointee(set),
+            current: ArcSwap::new(set.clone()),
+            layers: Mutex::new(Layers {
+                compiled: set,
+                inventory: None,
+            }),
             last_error: Mutex::new(None),
             config: config.clone(),
             metrics,
+            reloads: tokio::sync::watch::Sender::new(0),
         }))
+    }
+
+    /// Serve `inventory` (Gatekeeper's layout, see [`crate::cluster::inventory`]) as
+    /// `data.inventory` from now on, and with every set reloaded later.
+    pub fn set_inventory(&self, inventory: Arc<Value>) -> Result<(), String> {
+        let mut layers = self.layers();
+        let layered = layers.compiled.with_inventory((*inventory).clone())?;
+        self.current.store(Arc::new(layered));
+        layers.inventory = Some(inventory);
+        Ok(())
+    }
+
+    /// The `data.inventory` being served, if one is kept.
+    pub fn inventory(&self) -> Option<Arc<Value>> {
+        self.layers().inventory.clone()
+    }
+
+    /// Tells of every successful reload (the value counts them).
+    pub fn subscribe_reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     /// Judge one request against the policies that match its kind, operation and namespace.
@@ -255,10 +308,25 @@ impl PolicyStore {
         let compiled = source
             .read()
             .and_then(|files| PolicySet::compile(&files, source.describe(), &self.config));
+        let compiled = compiled.and_then(|set| {
+            let mut layers = self.layers();
+            let serving = match &layers.inventory {
+                None => None,
+                Some(inventory) => Some(
+                    set.with_inventory((**inventory).clone())
+                        .map_err(|e| PolicyLoadError::one(source.describe(), None, e))?,
+                ),
+            };
+            let set = Arc::new(set);
+            layers.compiled = set.clone();
+            let count = set.len();
+            // Stored under the lock: an inventory change cannot slip in between.
+            self.current.store(serving.map_or(set, Arc::new));
+            Ok(count)
+        });
         match compiled {
-            Ok(set) => {
-                let count = set.len();
-                self.current.store(Arc::new(set));
+            Ok(count) => {
+                self.reloads.send_modify(|n| *n += 1);
                 *self.last_error() = None;
                 self.metrics.policies.set(gauge_value(count));
                 self.metrics.reload(&self.metrics.policy_reloads, true);
@@ -272,6 +340,13 @@ impl PolicyStore {
                 Err(err)
             }
         }
+    }
+
+    fn layers(&self) -> std::sync::MutexGuard<'_, Layers> {
+        // Both fields are replaced whole, never left half-written by a panic.
+        self.layers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn last_error(&self) -> std::sync::MutexGuard<'_, Option<String>> {

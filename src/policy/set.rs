@@ -326,10 +326,7 @@ impl PolicySet {
         }
         // Warm: analyse and schedule every module now, so compile errors (unknown functions,
         // unsafe variables, recursion) reject the set here and requests only clone a ready engine.
-        engine.set_input(regorus::Value::from(
-            json!({"review": {}, "parameters": {}}),
-        ));
-        if let Err(e) = engine.eval_query("true".into(), false) {
+        if let Err(e) = warm(&mut engine) {
             return Err(PolicyLoadError {
                 issues: vec![compile::issue_from(&origin, &e)],
             });
@@ -343,12 +340,16 @@ impl PolicySet {
         Ok(set)
     }
 
-    /// A copy of this set whose `data.inventory` is `inventory` (a `policy verify` case's).
+    /// A copy of this set whose `data.inventory` is `inventory` (a `policy verify` case's, or
+    /// the watch caches'). Adding data makes regorus analyse the modules again, so it is done
+    /// here once, not on each request's clone.
     pub(super) fn with_inventory(&self, inventory: serde_json::Value) -> Result<PolicySet, String> {
         let mut engine = self.engine.clone();
         engine
             .add_data(regorus::Value::from(json!({"inventory": inventory})))
             .map_err(|e| format!("cannot set data.inventory: {e}"))?;
+        warm(&mut engine)
+            .map_err(|e| format!("cannot prepare the policies with data.inventory: {e}"))?;
         Ok(PolicySet {
             engine,
             policies: self.policies.clone(),
@@ -416,6 +417,14 @@ fn verdicts_module(policies: &[Policy]) -> String {
     // One entry a line: regorus refuses lines over 1,024 columns.
     text.push_str(&format!("\nall := {{\n{}}}\n", all.concat()));
     text
+}
+
+/// Analyse and schedule every module, so that clones of the engine start ready.
+fn warm(engine: &mut Engine) -> anyhow::Result<()> {
+    engine.set_input(regorus::Value::from(
+        json!({"review": {}, "parameters": {}}),
+    ));
+    engine.eval_query("true".into(), false).map(|_| ())
 }
 
 /// Time limit of the load-time probe of each policy against an empty review.

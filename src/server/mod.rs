@@ -60,12 +60,17 @@ pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// Hot reload of `--policies DIR`; watching stops when the server is dropped.
     _policy_watch: Option<crate::policy::WatchGuard>,
+    /// `data.inventory` upkeep and the background audit: stopped (not awaited) at shutdown.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl Running {
     /// Stop accepting, finish in-flight requests (bounded by the grace period), then return.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        for task in &self.background {
+            task.abort();
+        }
         for task in self.tasks {
             let _ = task.await;
         }
@@ -156,6 +161,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         None => None,
     };
 
+    let background = crate::background::spawn_all(&admitter);
+
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Rotation: new connections get the new pair as soon as it is written (Secret update,
     // cert-manager renewal, --manage-certs, or a file replaced by hand).
@@ -220,6 +227,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         shutdown: shutdown_tx,
         tasks: vec![api_task, health_task, cert_task],
         _policy_watch: policy_watch,
+        background,
     })
 }
 

@@ -252,4 +252,35 @@ enforced=$(kubectl -n "$TEST_NS-enforce" get pod plain -o jsonpath='{.spec.runti
 [[ "$enforced" == gvisor ]] || fail "runtimeClassName is '$enforced' in an enforce namespace, want gvisor"
 echo "pod plain (enforce namespace): runtimeClassName=$enforced"
 
+step "the background audit reports what already runs"
+# A warm pool whose template does not exist is admitted with a warning
+# (warmpool-template-exists); the audit finds it again and writes it into the namespace's
+# PolicyReport. The audit is off by default: turn it on with its flags' environment variables.
+kubectl apply -f - <<YAML
+apiVersion: extensions.agents.x-k8s.io/v1beta1
+kind: SandboxWarmPool
+metadata:
+  name: orphan-pool
+  namespace: $TEST_NS
+spec:
+  replicas: 0
+  sandboxTemplateRef:
+    name: no-such-template
+YAML
+kubectl -n "$NS" set env deployment/sandbox-admission \
+  SANDBOX_ADMISSION_AUDIT=true SANDBOX_ADMISSION_AUDIT_INTERVAL_SECONDS=10
+kubectl -n "$NS" rollout status deployment/sandbox-admission --timeout=180s
+report=""
+for _ in $(seq 1 60); do
+  report=$(kubectl -n "$TEST_NS" get policyreport sandbox-admission -o json 2>/dev/null || true)
+  grep -q '"orphan-pool"' <<<"$report" && break
+  sleep 2
+done
+grep -q '"orphan-pool"' <<<"$report" || fail "no PolicyReport result for orphan-pool in $TEST_NS: $report"
+grep -q '"warmpool-template-exists"' <<<"$report" || fail "orphan-pool's result names another policy: $report"
+holder=$(kubectl -n "$NS" get lease sandbox-admission-audit -o jsonpath='{.spec.holderIdentity}')
+[[ -n "$holder" ]] || fail "no replica holds the audit Lease"
+kubectl -n "$TEST_NS" get policyreport sandbox-admission
+echo "audit Lease held by $holder"
+
 step "PASS"

@@ -1,5 +1,6 @@
 //! A stand-in API server for kube's `Client`: answers each request from a route function with
 //! canned API server JSON, and records what was asked so tests can check the wire shape.
+#![allow(dead_code)]
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,12 @@ pub enum Reply {
     Json(u16, String),
     /// A watch connection that stays open and sends nothing.
     OpenWatch,
+    /// A watch connection that sends these events (one JSON line each), then stays open, or
+    /// ends when `then_close` (the client watches again).
+    Watch {
+        events: Vec<String>,
+        then_close: bool,
+    },
 }
 
 pub struct MockApi {
@@ -98,6 +105,21 @@ pub fn mock_api(route: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> MockA
                         Result<Frame<Bytes>, Infallible>,
                     >())),
                 ),
+                Reply::Watch { events, then_close } => {
+                    let frames =
+                        futures::stream::iter(events.into_iter().map(|e| {
+                            Ok::<_, Infallible>(Frame::data(Bytes::from(format!("{e}\n"))))
+                        }));
+                    let body = if then_close {
+                        UnsyncBoxBody::new(StreamBody::new(frames))
+                    } else {
+                        UnsyncBoxBody::new(StreamBody::new(futures::StreamExt::chain(
+                            frames,
+                            futures::stream::pending(),
+                        )))
+                    };
+                    (200, body)
+                }
             };
             let response = http::Response::builder()
                 .status(status)

@@ -16,6 +16,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -58,6 +59,7 @@ pub fn check_object(doc: &Value) -> Result<(), Vec<String>> {
         Role,
         RoleBinding,
         Deployment,
+        CustomResourceDefinition,
         PodDisruptionBudget,
         MutatingWebhookConfiguration,
         ValidatingWebhookConfiguration,

@@ -1,0 +1,318 @@
+//! The background audit: what already runs, judged against the current policy set.
+//!
+//! Every cached Sandbox, SandboxTemplate, SandboxWarmPool, SandboxClaim and Sandbox pod is
+//! judged as `/validate` would judge an UPDATE of it (the object as both `object` and
+//! `oldObject`), through the same [`Admitter::decide_within`] the server answers with, every
+//! `audit.intervalSeconds` and after every policy reload. Results become one
+//! `wgpolicyk8s.io/v1alpha2` PolicyReport per namespace, server-side applied. Only the replica
+//! holding the audit Lease audits, so N replicas do not write the same reports N times.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::admission::{AdmissionRequest, Operation};
+use crate::cluster::{CachedObject, ClusterAccess, LeaseRequest};
+use crate::metrics::ViolationLabels;
+use crate::pipeline::{Admitter, Endpoint};
+use crate::policyreport::{self, Judged, PolicyReport, ResourceRef};
+use crate::review::request::{RequestDefaults, request_for};
+
+use super::{SANDBOX_POD_LABEL, audited_kinds};
+
+/// Who the audit's requests are made as (the server's own service account).
+pub const AUDIT_USER: &str = "system:serviceaccount:sandbox-admission:sandbox-admission";
+
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub interval: Duration,
+    pub max_results: usize,
+    pub lease: LeaseRequest,
+    pub prefix: String,
+    pub deadline: Duration,
+}
+
+impl AuditSettings {
+    /// From configuration; `holder` names this replica (its pod name).
+    pub fn from_config(config: &crate::config::Config, holder: String) -> AuditSettings {
+        let interval = Duration::from_secs(config.audit.interval_seconds);
+        AuditSettings {
+            interval,
+            max_results: config.audit.max_results_per_report,
+            lease: LeaseRequest {
+                namespace: config.service.namespace.clone(),
+                name: config.audit.lease_name.clone(),
+                holder,
+                // Held across the interval, so the same replica keeps auditing; a holder that
+                // stops renewing is replaced one missed round (plus the grace) later.
+                duration: interval + Duration::from_secs(config.audit.lease_duration_seconds),
+            },
+            prefix: config.label_prefix.clone(),
+            deadline: Duration::from_secs(config.default_timeout_seconds),
+        }
+    }
+}
+
+/// This replica's name for the Lease: the pod name (`HOSTNAME` in a pod).
+pub fn holder_identity() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("sandbox-admission-{}", std::process::id()))
+}
+
+/// What one audit round did.
+#[derive(Debug, Clone, Default)]
+pub struct RoundReport {
+    pub judged: usize,
+    /// Cached objects that could not be judged (they do not decode).
+    pub skipped: usize,
+    pub violations: usize,
+    pub applied: usize,
+    /// Reports whose apply failed: `(namespace, error)`.
+    pub failed: Vec<(String, String)>,
+    pub reports: Vec<PolicyReport>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Round {
+    Audited(RoundReport),
+    /// Another replica holds the Lease.
+    NotLeader,
+    /// The Lease could not be read or written; nothing was audited.
+    LeaseError(String),
+}
+
+pub struct Auditor {
+    admitter: Arc<Admitter>,
+    cluster: Arc<dyn ClusterAccess>,
+    settings: AuditSettings,
+    /// Namespaces reported last round: one that is empty now gets an empty report, not a stale one.
+    reported: Mutex<BTreeSet<String>>,
+}
+
+/// Whether a cached object is one the audit judges: the audited kinds, and of pods only those
+/// the Sandbox controller made.
+fn audited(object: &CachedObject) -> bool {
+    let kinds = audited_kinds();
+    let entry = &object.entry;
+    if !kinds
+        .iter()
+        .any(|k| k.entry.group == entry.group && k.entry.kind == entry.kind)
+    {
+        return false;
+    }
+    if entry.group.is_empty() && entry.kind == "Pod" {
+        let v = object.object.value();
+        let labelled = v
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(SANDBOX_POD_LABEL))
+            .is_some();
+        let owned = v
+            .pointer("/metadata/ownerReferences")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|refs| {
+                refs.iter().any(|r| {
+                    r.get("controller") == Some(&serde_json::Value::Bool(true))
+                        && r.get("kind").and_then(serde_json::Value::as_str) == Some("Sandbox")
+                })
+            });
+        return labelled || owned;
+    }
+    true
+}
+
+impl Auditor {
+    pub fn new(
+        admitter: Arc<Admitter>,
+        cluster: Arc<dyn ClusterAccess>,
+        settings: AuditSettings,
+    ) -> Auditor {
+        Auditor {
+            admitter,
+            cluster,
+            settings,
+            reported: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// The UPDATE request for a cached object, or why it cannot be judged.
+    fn request_of(&self, object: &CachedObject) -> Result<AdmissionRequest, String> {
+        if let Some(reason) = object.object.decode_error() {
+            return Err(reason.to_owned());
+        }
+        let value = object.object.value().clone();
+        let uid = value
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("unknown");
+        let defaults = RequestDefaults {
+            operation: Operation::Update,
+            namespace: None,
+            user: AUDIT_USER.into(),
+            groups: vec![
+                "system:serviceaccounts".into(),
+                "system:authenticated".into(),
+            ],
+            uid: Some(format!("audit-{uid}")),
+        };
+        let request = request_for(value, &defaults)?;
+        AdmissionRequest::from_value(request).map_err(|e| e.to_string())
+    }
+
+    /// One round: take or renew the Lease, judge every cached object, apply the reports.
+    pub async fn run_once(&self) -> Round {
+        let metrics = &self.admitter.metrics;
+        let round = |result: &str| {
+            metrics
+                .audit_runs
+                .get_or_create(&crate::metrics::ResultLabels {
+                    result: result.into(),
+                })
+                .inc();
+        };
+        match self.cluster.try_lease(&self.settings.lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                round("not_leader");
+                tracing::debug!(lease = %self.settings.lease.name, "another replica holds the audit Lease");
+                return Round::NotLeader;
+            }
+            Err(e) => {
+                round("lease_error");
+                tracing::warn!(error = %e, "cannot take the audit Lease; not auditing this round");
+                return Round::LeaseError(e.to_string());
+            }
+        }
+        let started = Instant::now();
+        let mut out = RoundReport::default();
+        let mut judged = Vec::new();
+        let mut violations: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+        for object in self.cluster.cached_objects().iter().filter(|o| audited(o)) {
+            let req = match self.request_of(object) {
+                Ok(r) => r,
+                Err(reason) => {
+                    out.skipped += 1;
+                    metrics.audit_skipped.inc();
+                    tracing::warn!(kind = %object.entry, namespace = object.object.namespace(), name = object.object.name(), %reason, "audit skipped a cached object that does not decode");
+                    continue;
+                }
+            };
+            let decision = self
+                .admitter
+                .decide_within(Endpoint::Validate, &req, self.settings.deadline)
+                .await;
+            for hit in &decision.hits {
+                *violations
+                    .entry((hit.policy.clone(), hit.action.as_str()))
+                    .or_default() += 1;
+            }
+            out.violations += decision.hits.len();
+            judged.push(Judged {
+                resource: ResourceRef::of(object.object.value()),
+                hits: decision.hits,
+            });
+        }
+        out.judged = judged.len();
+        let previous = self.reported.lock().map(|r| r.clone()).unwrap_or_default();
+        let reports = policyreport::build(
+            &judged,
+            previous,
+            &policyreport::BuildOptions {
+                cap: self.settings.max_results,
+                prefix: self.settings.prefix.clone(),
+                now: chrono::Utc::now(),
+            },
+        );
+        let mut reported = BTreeSet::new();
+        for report in &reports {
+            let namespace = report.metadata.namespace.clone().unwrap_or_default();
+            let applied = match serde_json::to_value(report) {
+                Ok(body) => self
+                    .cluster
+                    .apply_policy_report(&body)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot encode the PolicyReport: {e}")),
+            };
+            match applied {
+                Ok(()) => {
+                    out.applied += 1;
+                    if !report.results.is_empty() || report.summary.pass > 0 {
+                        reported.insert(namespace);
+                    }
+                }
+                Err(e) => {
+                    metrics.audit_apply_failures.inc();
+                    tracing::warn!(namespace = %namespace, error = %e, "cannot apply the PolicyReport; the next round tries again");
+                    // Still ours to report next round.
+                    reported.insert(namespace.clone());
+                    out.failed.push((namespace, e));
+                }
+            }
+        }
+        if let Ok(mut slot) = self.reported.lock() {
+            *slot = reported;
+        }
+        out.reports = reports;
+        metrics.audit_violations.clear();
+        for ((policy, action), n) in violations {
+            metrics
+                .audit_violations
+                .get_or_create(&ViolationLabels {
+                    policy,
+                    action: action.into(),
+                })
+                .set(n);
+        }
+        metrics
+            .audit_objects
+            .set(i64::try_from(out.judged).unwrap_or(i64::MAX));
+        metrics.audit_duration.set(started.elapsed().as_secs_f64());
+        metrics.audit_last_run.set(chrono::Utc::now().timestamp());
+        round(if out.failed.is_empty() {
+            "success"
+        } else {
+            "partial"
+        });
+        tracing::info!(
+            judged = out.judged,
+            skipped = out.skipped,
+            violations = out.violations,
+            reports = out.applied,
+            failed = out.failed.len(),
+            "background audit done"
+        );
+        Round::Audited(out)
+    }
+
+    /// Audit every interval and after every policy reload, until the task is aborted. The first
+    /// round waits for the caches' first sync.
+    pub fn spawn(self: Arc<Self>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut reloads = self.admitter.policies.subscribe_reloads();
+            while self.cluster.readiness().is_err() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // Let the inventory catch up with the caches before judging against it.
+            tokio::time::sleep(super::inventory::DEBOUNCE * 2).await;
+            let mut tick = tokio::time::interval(self.settings.interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    changed = reloads.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        tracing::info!("policy set reloaded: auditing again");
+                    }
+                }
+                self.run_once().await;
+            }
+        })
+    }
+}
