@@ -1,6 +1,8 @@
 //! `serve`: the HTTPS admission endpoints and the plain-HTTP health port, wired to one pipeline.
 
+pub mod body;
 pub mod health;
+pub mod limits;
 pub mod routes;
 pub mod tls;
 
@@ -55,6 +57,8 @@ pub struct Running {
     pub tls: Arc<ArcSwap<rustls::ServerConfig>>,
     pub tls_files: TlsFiles,
     pub admitter: Arc<Admitter>,
+    /// Admission control of the HTTPS port (budgets, decision slots).
+    pub limits: Arc<limits::Limits>,
     pub readiness: Arc<Readiness>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -209,10 +213,15 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         header_timeout: Duration::from_secs(config.header_timeout_seconds),
         grace: Duration::from_secs(config.shutdown_grace_seconds),
     };
+    let limits = limits::Limits::new(
+        config.limits.clone(),
+        config.max_body_bytes,
+        metrics.clone(),
+    );
     let api_task = tokio::spawn(tls::serve(
         listener,
         tls_config.clone(),
-        routes::router(admitter.clone()),
+        routes::router(admitter.clone(), limits.clone()),
         listener_settings,
         shutdown_rx,
     ));
@@ -223,6 +232,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         tls: tls_config,
         tls_files,
         admitter,
+        limits,
         readiness,
         shutdown: shutdown_tx,
         tasks: vec![api_task, health_task, cert_task],
