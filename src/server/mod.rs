@@ -155,6 +155,9 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         log,
         events,
     )?);
+    // The admission-time seal is keyed from the serving key, which every replica shares.
+    let seal = admitter.mutator.seal().clone();
+    seal.rotate(&loaded_pem.key);
     let policies = admitter.policies.clone();
     let policy_watch = match policies_dir.as_deref() {
         Some(dir) => Some(
@@ -180,6 +183,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
             tls: tls_config.clone(),
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            on_new_key: Some(Arc::new(move |key: &[u8]| seal.rotate(key))),
         },
         certs::reload::ReloadTiming::default(),
         shutdown_rx.clone(),
