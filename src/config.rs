@@ -44,6 +44,9 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests.
     #[serde(default = "default_grace")]
     pub shutdown_grace_seconds: u64,
+    /// What a flood of requests may hold at once (body bytes, reviews decided, body deadline).
+    #[serde(default)]
+    pub limits: crate::server::limits::LimitsConfig,
     #[serde(default)]
     pub decision_log: DecisionLogConfig,
     /// Kubernetes Events for denials and warnings.
@@ -250,6 +253,19 @@ pub struct DecisionLogConfig {
     /// Include object bodies (off: they can hold secrets).
     #[serde(default)]
     pub include_objects: bool,
+    /// Bytes of records waiting for the writer; past this, records are dropped and counted in
+    /// `sandbox_admission_decision_log_dropped_total` (a flood never grows memory through the log).
+    #[serde(default = "default_log_queue_bytes")]
+    pub max_queue_bytes: usize,
+}
+
+impl DecisionLogConfig {
+    fn validate(&self) -> Result<(), String> {
+        if self.max_queue_bytes < 64 * 1024 {
+            return Err("decisionLog.maxQueueBytes must be at least 65536".into());
+        }
+        Ok(())
+    }
 }
 
 impl Default for DecisionLogConfig {
@@ -260,6 +276,7 @@ impl Default for DecisionLogConfig {
             max_file_bytes: default_log_file_bytes(),
             keep_files: default_log_keep(),
             include_objects: false,
+            max_queue_bytes: default_log_queue_bytes(),
         }
     }
 }
@@ -290,6 +307,9 @@ fn default_grace() -> u64 {
 }
 fn default_log_file_bytes() -> u64 {
     64 * 1024 * 1024
+}
+fn default_log_queue_bytes() -> usize {
+    8 * 1024 * 1024
 }
 fn default_log_keep() -> usize {
     5
@@ -355,6 +375,8 @@ impl Config {
                 "defaultTimeoutSeconds must be within 1..=30 (the API server's range)".into(),
             );
         }
+        self.limits.validate(self.max_body_bytes)?;
+        self.decision_log.validate()?;
         self.events.validate()?;
         self.mutation.validate()?;
         self.policy.validate()?;

@@ -36,6 +36,15 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: String,
+}
+
+/// Distinct `kind` label values kept; later kinds are counted as `other`. The kind comes from
+/// the request, so without a cap a client could grow the metric families without bound.
+const MAX_KINDS: usize = 32;
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -49,6 +58,10 @@ pub struct Metrics {
     pub decision_log_dropped: Counter,
     pub events_sent: Counter,
     pub events_dropped: Family<ReasonLabels, Counter>,
+    pub overload_rejected: Family<ReasonLabels, Counter>,
+    pub body_bytes: Family<ClassLabels, Gauge>,
+    pub queued: Family<ClassLabels, Gauge>,
+    kinds: std::sync::Mutex<std::collections::BTreeSet<String>>,
     pub inventory_objects: Gauge,
     pub cache_synced: Family<KindLabels, Gauge>,
     pub cache_relists: Family<KindLabels, Gauge>,
@@ -94,6 +107,9 @@ impl Metrics {
         let decision_log_dropped = Counter::default();
         let events_sent = Counter::default();
         let events_dropped = Family::<ReasonLabels, Counter>::default();
+        let overload_rejected = Family::<ReasonLabels, Counter>::default();
+        let body_bytes = Family::<ClassLabels, Gauge>::default();
+        let queued = Family::<ClassLabels, Gauge>::default();
         let inventory_objects = Gauge::default();
         let cache_synced = Family::<KindLabels, Gauge>::default();
         let cache_relists = Family::<KindLabels, Gauge>::default();
@@ -215,6 +231,21 @@ impl Metrics {
             "Kubernetes Events not created, by reason (queue_full, rate_limited, api_error)",
             events_dropped.clone(),
         );
+        registry.register(
+            "overload_rejected",
+            "Requests refused for load (HTTP 429/503 with Retry-After), by reason: small_body_budget, large_body_budget, connection_share, queue_deadline",
+            overload_rejected.clone(),
+        );
+        registry.register(
+            "body_bytes_held",
+            "Request body bytes reserved (being read, queued or decided), by size class",
+            body_bytes.clone(),
+        );
+        registry.register(
+            "reviews_queued",
+            "Reviews waiting for a decision slot, by size class",
+            queued.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -228,6 +259,10 @@ impl Metrics {
             decision_log_dropped,
             events_sent,
             events_dropped,
+            overload_rejected,
+            body_bytes,
+            queued,
+            kinds: Default::default(),
             inventory_objects,
             cache_synced,
             cache_relists,
@@ -273,6 +308,44 @@ impl Metrics {
             .inc();
     }
 
+    pub fn overload_rejected(&self, reason: &str) {
+        self.overload_rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn body_bytes_held(&self, class: &str) -> Gauge {
+        self.body_bytes
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
+            })
+            .clone()
+    }
+
+    pub fn reviews_queued(&self, class: &str) -> Gauge {
+        self.queued
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
+            })
+            .clone()
+    }
+
+    /// The `kind` label for a request's kind: itself for the first [`MAX_KINDS`] kinds seen,
+    /// `other` after that.
+    pub fn kind_label(&self, kind: &str) -> String {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|p| p.into_inner());
+        if kinds.contains(kind) {
+            return kind.to_owned();
+        }
+        if kinds.len() < MAX_KINDS {
+            kinds.insert(kind.to_owned());
+            return kind.to_owned();
+        }
+        "other".to_owned()
+    }
+
     pub fn event_dropped(&self, reason: &str) {
         self.events_dropped
             .get_or_create(&ReasonLabels {
@@ -288,5 +361,18 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_kinds_are_capped() {
+        let m = super::Metrics::new();
+        for i in 0..100 {
+            let _ = m.kind_label(&format!("Kind{i}"));
+        }
+        assert_eq!(m.kind_label("Kind0"), "Kind0");
+        assert_eq!(m.kind_label("Kind99"), "other");
     }
 }

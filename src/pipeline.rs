@@ -323,7 +323,7 @@ impl Admitter {
         m.requests
             .get_or_create(&RequestLabels {
                 endpoint: endpoint.as_str().into(),
-                kind: req.kind.kind.clone(),
+                kind: m.kind_label(&req.kind.kind),
                 operation: req.operation.as_str().into(),
                 decision: label.into(),
             })

@@ -259,12 +259,19 @@ async fn creates_the_secret_patches_both_configurations_and_writes_the_files() {
     let bundle = decode(&data[BUNDLE]);
     // Both configurations: a strategic merge patch that sets caBundle on every webhook by name.
     for (patch, names) in [
-        (&seen[4], vec!["pods.mutate.sandbox-admission.io"]),
+        (
+            &seen[4],
+            vec![
+                "pods.mutate.sandbox-admission.io",
+                "enforced-pods.mutate.sandbox-admission.io",
+            ],
+        ),
         (
             &seen[5],
             vec![
                 "sandboxes.validate.sandbox-admission.io",
                 "pods.validate.sandbox-admission.io",
+                "enforced-pods.validate.sandbox-admission.io",
             ],
         ),
     ] {

@@ -302,15 +302,25 @@ async fn every_fixture_pod_is_mutated_validly_and_idempotently() {
         chrono::DateTime::parse_from_rfc3339(at).unwrap();
         assert_eq!(annotations[format!("{PREFIX}idle-timeout")], "1h");
 
-        // An earlier admission's clock is kept (not restarted) on reinvocation.
-        patched["metadata"]["annotations"][format!("{PREFIX}admitted-at")] =
-            json!("2020-01-01T00:00:00Z");
+        // The webhook's own clock is kept (not restarted) on reinvocation.
         let again = mutator.mutate(&request(&patched)).await;
         assert_eq!(again.denial, None, "{origin}");
         assert!(
             again.patch.is_empty(),
             "{origin}: second pass patched {:?}",
             again.patch
+        );
+        // One it did not write (here: moved) is not: the seal no longer matches.
+        patched["metadata"]["annotations"][format!("{PREFIX}admitted-at")] =
+            json!("2020-01-01T00:00:00Z");
+        let forged = mutator.mutate(&request(&patched)).await;
+        assert_eq!(forged.denial, None, "{origin}");
+        let mut restored = patched.clone();
+        json_patch::patch(&mut restored, &forged.patch).unwrap();
+        assert_ne!(
+            restored["metadata"]["annotations"][format!("{PREFIX}admitted-at")],
+            "2020-01-01T00:00:00Z",
+            "{origin}"
         );
     }
 }

@@ -39,10 +39,27 @@ fn shipped_policy_unit_tests_all_pass() {
 #[test]
 fn shipped_and_configmap_policy_directories_pass_check() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["policies", "manifests/base/policies"] {
-        match sandbox_admission::policy::check(&root.join(dir)) {
-            Ok(summary) => assert!(summary.policies.len() >= 20, "{dir}: {summary:?}"),
-            Err(e) => panic!("{dir} does not load:\n{e}"),
+    // The ConfigMap volume holds exactly the files policies/kustomization.yaml lists.
+    let generator: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(root.join("policies/kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    let configmap = tempfile::tempdir().unwrap();
+    for f in generator["configMapGenerator"][0]["files"]
+        .as_array()
+        .unwrap()
+    {
+        let f = f.as_str().unwrap();
+        std::fs::copy(root.join("policies").join(f), configmap.path().join(f)).unwrap();
+    }
+    for dir in [root.join("policies"), configmap.path().to_path_buf()] {
+        match sandbox_admission::policy::check(&dir) {
+            Ok(summary) => assert!(
+                summary.policies.len() >= 20,
+                "{}: {summary:?}",
+                dir.display()
+            ),
+            Err(e) => panic!("{} does not load:\n{e}", dir.display()),
         }
     }
     for profile in ["default", "strict"] {

@@ -31,12 +31,15 @@ fn review_bin(args: &[&str], input: &Path) -> Output {
 /// in, and loading the policy set takes long enough that the two often straddle a second.
 fn without_clock(v: &Value) -> Value {
     const KEY: &str = "sandbox-admission.io/admitted-at";
+    // Keyed per process (the offline review has no serving key).
+    const SEAL: &str = "sandbox-admission.io/admitted-at-seal";
     match v {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
                     let v = match (k.as_str(), v) {
                         (KEY, _) => json!("<time>"),
+                        (SEAL, _) => json!("<seal>"),
                         ("patch", Value::String(b64)) => base64::engine::general_purpose::STANDARD
                             .decode(b64)
                             .ok()
@@ -51,7 +54,9 @@ fn without_clock(v: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(without_clock).collect()),
         Value::String(text) if text.contains("admitted-at=") => {
             let re = regex::Regex::new(r"admitted-at=\S+Z").unwrap();
-            json!(re.replace_all(text, "admitted-at=<time>"))
+            let text = re.replace_all(text, "admitted-at=<time>");
+            let seal = regex::Regex::new(r"admitted-at-seal=[A-Za-z0-9_-]+").unwrap();
+            json!(seal.replace_all(&text, "admitted-at-seal=<seal>"))
         }
         _ => v.clone(),
     }

@@ -74,12 +74,12 @@ pub fn connector(ca: &Path, h2: bool) -> anyhow::Result<TlsConnector> {
 }
 
 #[derive(Clone)]
-enum Sender {
+pub enum Sender {
     H1(Arc<tokio::sync::Mutex<http1::SendRequest<Full<Bytes>>>>),
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
-async fn open(target: &Target, h2: bool) -> anyhow::Result<Sender> {
+pub async fn open(target: &Target, h2: bool) -> anyhow::Result<Sender> {
     let tcp = TcpStream::connect(target.addr)
         .await
         .with_context(|| format!("cannot connect to {} at {}", target.name, target.addr))?;

@@ -10,6 +10,7 @@
 //! Loopback only: every address it talks to is one it started or one given with `--target`.
 
 mod client;
+mod flood;
 mod noop;
 mod reload;
 mod report;
@@ -98,12 +99,25 @@ pub struct Args {
     /// Manifests the reviews are built from
     #[arg(long)]
     fixtures: Option<PathBuf>,
+    /// Flood scenario: this many connections POST large reviews back to back while the first
+    /// scenario (e.g. `--scenarios mutate@100`) runs; reports peak RSS and its latency
+    #[arg(long, default_value_t = 0)]
+    flood: usize,
+    /// Containers in the flood's Sandbox pod (700 ≈ 2 MiB)
+    #[arg(long, default_value_t = 700)]
+    flood_containers: usize,
+    /// Flood over h2 instead of HTTP/1.1
+    #[arg(long)]
+    flood_h2: bool,
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
     /// Internal: run the no-op responder with certificates in DIR
     #[arg(long, hide = true)]
     serve_noop: Option<PathBuf>,
+    /// Internal: be the flooding process (against --target, for --warmup + --duration seconds)
+    #[arg(long, hide = true)]
+    flood_child: bool,
 }
 
 /// The same allocator as the server binary: this process is also the no-op responder, and the
@@ -228,10 +242,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let s = spawn::server(&args.binary, &cert_dir, &args.server_args)?;
         let first = json!({"reported_ms": s.reported_ms, "wall_ms": s.wall.as_secs_f64() * 1000.0});
         spawn::stop(s);
-        ready = time_to_ready(&args, &cert_dir, args.ready_runs)?;
-        ready["first_start_generating_certs"] = first;
+        if args.flood == 0 {
+            ready = time_to_ready(&args, &cert_dir, args.ready_runs)?;
+            ready["first_start_generating_certs"] = first;
+        }
         let s = spawn::server(&args.binary, &cert_dir, &args.server_args)?;
         let connector = client::connector(&cert_dir.join("ca.crt"), args.h2)?;
+        let _ = FLOOD_CA.set(cert_dir.join("ca.crt"));
         let target = Target {
             name: "sandbox-admission".into(),
             addr: s.addr,
@@ -258,6 +275,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         )
     };
     let server_pid = server.as_ref().map(|s| s.child.id()).or(args.pid);
+    if args.flood > 0 {
+        let health = server.as_ref().and_then(|s| s.health);
+        let result = flood_mode(&args, &ours, server_pid, health, &scenarios, &settings).await;
+        if let Some(s) = server {
+            spawn::stop(s);
+        }
+        return result;
+    }
 
     // The ceiling: the no-op responder in its own process.
     let noop = if args.no_noop {
@@ -353,6 +378,132 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CA file that signed the server's certificate (what `client::connector` was built from).
+fn flood_ca(args: &Args) -> Option<PathBuf> {
+    args.ca.clone().or_else(|| FLOOD_CA.get().cloned())
+}
+
+/// The spawned server's CA, recorded by `run` for the flooding child.
+static FLOOD_CA: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// `--flood-child`: flood `--target` and print the outcomes as JSON.
+async fn flood_child(args: Args) -> anyhow::Result<()> {
+    sandbox_admission::certs::install_crypto_provider();
+    let (Some(addr), Some(ca)) = (args.target, args.ca.as_ref()) else {
+        bail!("--flood-child needs --target and --ca");
+    };
+    if !addr.ip().is_loopback() {
+        bail!("--target must be a loopback address");
+    }
+    let target = Target {
+        name: "sandbox-admission".into(),
+        addr,
+        connector: client::connector(ca, args.flood_h2)?,
+        check_uid: true,
+    };
+    let (_, body) = flood::large_review(args.flood_containers);
+    let end = tokio::time::Instant::now() + Duration::from_secs_f64(args.duration);
+    let tally = flood::run(&target, args.flood, args.flood_h2, "/validate", body, end).await;
+    println!("{}", serde_json::to_string(&tally.to_json())?);
+    Ok(())
+}
+
+/// `--flood N`: the flood and, meanwhile, the first scenario at its rate.
+async fn flood_mode(
+    args: &Args,
+    ours: &Target,
+    server_pid: Option<u32>,
+    health: Option<SocketAddr>,
+    scenarios: &[Scenario],
+    settings: &LoadSettings,
+) -> anyhow::Result<()> {
+    let Some(sc) = scenarios.first() else {
+        bail!("--flood needs a scenario for the ordinary reviews, e.g. --scenarios mutate@100");
+    };
+    let (_, body) = flood::large_review(args.flood_containers);
+    let large_bytes = body.len();
+    let rss = server_pid.map(spawn::RssSampler::start);
+    let s = LoadSettings {
+        rate: sc.rate,
+        ..settings.clone()
+    };
+    // The flood runs in its own process, so that its TLS work (encrypting megabytes for every
+    // attempt) competes with the ordinary client only for CPU, as another pod's would, and not
+    // for this process's async workers.
+    let seconds = s.warmup.as_secs_f64() + s.duration.as_secs_f64();
+    let Some(ca) = flood_ca(args) else {
+        bail!("--flood needs the server's CA (--spawn, or --target with --ca)");
+    };
+    let child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--flood-child")
+        .arg("--target")
+        .arg(ours.addr.to_string())
+        .arg("--ca")
+        .arg(&ca)
+        .args(["--flood", &args.flood.to_string()])
+        .args(["--flood-containers", &args.flood_containers.to_string()])
+        .args(["--warmup", "0", "--duration", &seconds.to_string()])
+        .args(if args.flood_h2 {
+            vec!["--flood-h2"]
+        } else {
+            vec![]
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .context("cannot start the flooding process")?;
+    let ordinary = client::run(ours, sc.items.clone(), &s, server_pid).await?;
+    let child_out = tokio::task::spawn_blocking(move || child.wait_with_output()).await??;
+    let tally: Value = serde_json::from_slice(&child_out.stdout).unwrap_or(Value::Null);
+    let metrics = match health {
+        Some(h) => flood::overload_metrics(h).await,
+        None => Vec::new(),
+    };
+    let (hwm, peak_rss) = rss.as_ref().map_or((f64::NAN, f64::NAN), |r| r.peaks_mib());
+    let report = json!({
+        "machine": {"cores": cores()},
+        "flood": {
+            "connections": args.flood,
+            "protocol": if args.flood_h2 { "h2" } else { "http/1.1" },
+            "large_review_bytes": large_bytes,
+            "containers": args.flood_containers,
+            "seconds": s.warmup.as_secs_f64() + s.duration.as_secs_f64(),
+            "outcomes": tally,
+            "server_metrics": metrics,
+        },
+        "ordinary": {
+            "scenario": sc.name,
+            "connections": s.connections,
+            "protocol": if args.h2 { "h2" } else { "http/1.1" },
+            "stats": ordinary.to_json(),
+        },
+        "memory": {"server_peak_vmhwm_mib": hwm, "server_peak_vmrss_mib": peak_rss},
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "flood: {} {} connections x {} KiB reviews for {seconds:.0} s: {} answered, refused {}, errors {}, {} connections opened",
+            args.flood,
+            if args.flood_h2 { "h2" } else { "HTTP/1.1" },
+            large_bytes / 1024,
+            tally["answered"],
+            tally["refused_by_status"],
+            tally["errors"],
+            tally["connections_opened"],
+        );
+        println!("ordinary {}: {}", sc.name, ordinary.line());
+        if !ordinary.errors.is_empty() {
+            println!("  ordinary errors {:?}", ordinary.errors);
+        }
+        println!("server peak RSS: VmHWM {hwm:.1} MiB (sampled VmRSS {peak_rss:.1} MiB)");
+        for m in metrics {
+            println!("  {m}");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -367,6 +518,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match args.serve_noop.clone() {
         Some(dir) => runtime.block_on(noop::serve(&dir)),
+        None if args.flood_child => runtime.block_on(flood_child(args)),
         None => runtime.block_on(run(args)),
     };
     match result {

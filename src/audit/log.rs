@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use flate2::Compression;
@@ -14,12 +15,21 @@ use super::DecisionRecord;
 use crate::config::DecisionLogConfig;
 use crate::metrics::Metrics;
 
-/// Records waiting for the writer; beyond this the request path never blocks, it counts a drop.
+/// Records waiting for the writer; beyond this (or `decisionLog.maxQueueBytes` of them) the
+/// request path never blocks, it counts a drop.
 const QUEUE: usize = 16 * 1024;
+
+/// Serialised records on their way to the writer, and the bytes they hold.
+#[derive(Clone)]
+struct Queue {
+    tx: SyncSender<Vec<u8>>,
+    held: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
 
 #[derive(Clone)]
 pub struct DecisionLog {
-    tx: Option<SyncSender<DecisionRecord>>,
+    queue: Option<Queue>,
     metrics: Arc<Metrics>,
     include_objects: bool,
 }
@@ -28,7 +38,7 @@ impl DecisionLog {
     /// A log that writes nothing (offline tools).
     pub fn disabled(metrics: Arc<Metrics>) -> Self {
         DecisionLog {
-            tx: None,
+            queue: None,
             metrics,
             include_objects: false,
         }
@@ -47,12 +57,18 @@ impl DecisionLog {
             None => None,
         };
         let (tx, rx) = sync_channel(QUEUE);
+        let held = Arc::new(AtomicUsize::new(0));
         let stdout = config.stdout;
+        let writer_held = held.clone();
         std::thread::Builder::new()
             .name("decision-log".into())
-            .spawn(move || writer_loop(rx, stdout, file))?;
+            .spawn(move || writer_loop(rx, writer_held, stdout, file))?;
         Ok(DecisionLog {
-            tx: Some(tx),
+            queue: Some(Queue {
+                tx,
+                held,
+                max_bytes: config.max_queue_bytes,
+            }),
             metrics,
             include_objects: config.include_objects,
         })
@@ -62,11 +78,26 @@ impl DecisionLog {
         self.include_objects
     }
 
+    /// Queue one record. It is serialised here, so that what waits is counted in bytes: a
+    /// record of a 700-container pod (or with its object) is hundreds of times an ordinary one.
     pub fn record(&self, record: DecisionRecord) {
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(record) {
+        let Some(q) = &self.queue else { return };
+        let mut line = Vec::with_capacity(1024);
+        if serde_json::to_writer(&mut line, &record).is_err() {
+            self.metrics.decision_log_dropped.inc();
+            return;
+        }
+        line.push(b'\n');
+        let len = line.len();
+        if q.held.fetch_add(len, Ordering::AcqRel) + len > q.max_bytes {
+            q.held.fetch_sub(len, Ordering::AcqRel);
+            self.metrics.decision_log_dropped.inc();
+            return;
+        }
+        match q.tx.try_send(line) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                q.held.fetch_sub(len, Ordering::AcqRel);
                 self.metrics.decision_log_dropped.inc();
             }
         }
@@ -78,19 +109,19 @@ impl DecisionLog {
 /// wake per review cost ~5% of the server's CPU; docs/performance.md). Idle, it costs nothing.
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
-fn writer_loop(rx: Receiver<DecisionRecord>, stdout: bool, mut file: Option<RotatingFile>) {
+fn writer_loop(
+    rx: Receiver<Vec<u8>>,
+    held: Arc<AtomicUsize>,
+    stdout: bool,
+    mut file: Option<RotatingFile>,
+) {
     let out = io::stdout();
-    let mut line = Vec::with_capacity(1024);
     while let Ok(first) = rx.recv() {
         // Stdout is line-buffered (a write(2) per record); buffer the batch and write it once.
         let mut lock = BufWriter::with_capacity(64 * 1024, out.lock());
         // Drain what is queued so a burst costs one flush.
-        for record in std::iter::once(first).chain(rx.try_iter()) {
-            line.clear();
-            if serde_json::to_writer(&mut line, &record).is_err() {
-                continue;
-            }
-            line.push(b'\n');
+        for line in std::iter::once(first).chain(rx.try_iter()) {
+            held.fetch_sub(line.len(), Ordering::AcqRel);
             if stdout {
                 let _ = lock.write_all(&line);
             }

@@ -8,11 +8,15 @@
 use serde_json::{Value, json};
 
 /// The webhooks of the MutatingWebhookConfiguration in `manifests/`.
-pub const MUTATING_WEBHOOKS: &[&str] = &["pods.mutate.sandbox-admission.io"];
+pub const MUTATING_WEBHOOKS: &[&str] = &[
+    "pods.mutate.sandbox-admission.io",
+    "enforced-pods.mutate.sandbox-admission.io",
+];
 /// The webhooks of the ValidatingWebhookConfiguration in `manifests/`.
 pub const VALIDATING_WEBHOOKS: &[&str] = &[
     "sandboxes.validate.sandbox-admission.io",
     "pods.validate.sandbox-admission.io",
+    "enforced-pods.validate.sandbox-admission.io",
 ];
 
 /// Both configurations (named `configuration`) with `ca_bundle_b64` on every webhook, as YAML.

@@ -46,11 +46,17 @@ impl Default for ReloadTiming {
 }
 
 /// Where a reload's outcome is reported.
+/// Called with a newly loaded private key (PEM).
+pub type KeyListener = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct ReloadSinks {
     pub tls: Arc<ArcSwap<rustls::ServerConfig>>,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// Told the new private key (PEM) after each successful reload; the mutation's seal is keyed
+    /// from it.
+    pub on_new_key: Option<KeyListener>,
 }
 
 /// Start watching; the task ends when `shutdown` flips. `loaded` is what is serving now.
@@ -200,6 +206,9 @@ impl State {
                 tracing::info!(cert = %self.files.cert.display(), "serving certificate reloaded");
                 self.sinks.readiness.set("tls", Ok(detail));
                 self.sinks.tls.store(Arc::new(config));
+                if let Some(on_new_key) = &self.sinks.on_new_key {
+                    on_new_key(&self.serving.key);
+                }
             }
             Err(e) => self.refuse(Some(pem), &e),
         }

@@ -13,6 +13,7 @@ pub mod network;
 mod patch;
 mod runtime;
 pub mod sandbox_pod;
+mod seal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,10 +25,14 @@ use serde_json::Value;
 use crate::admission::{AdmissionRequest, Operation};
 use crate::cluster::{ClusterAccess, Ensured, Lookup};
 
+pub use bookkeeping::{
+    ANNOTATIONS as BOOKKEEPING_ANNOTATIONS, INPUT_ANNOTATIONS, LABELS as BOOKKEEPING_LABELS,
+};
 pub use config::{HardeningConfig, MutationConfig, NetworkProfile, OnFailure, RuntimeProfile};
 pub use patch::Refusal;
+pub use seal::Seal;
 
-use bookkeeping::Bookkeeping;
+use bookkeeping::{Bookkeeping, PodRef};
 use runtime::{Placement, Source};
 use sandbox_pod::PodHead;
 
@@ -66,6 +71,8 @@ pub struct Mutator {
     config: MutationConfig,
     prefix: String,
     cluster: Option<Arc<dyn ClusterAccess>>,
+    /// Seals the admission time; `serve` keys it from the serving key ([`Mutator::seal`]).
+    seal: Arc<Seal>,
 }
 
 impl Mutator {
@@ -85,7 +92,14 @@ impl Mutator {
             config: config.clone(),
             prefix: label_prefix.to_owned(),
             cluster,
+            seal: Arc::new(Seal::random()),
         }
+    }
+
+    /// The seal on `admitted-at`. A random key until `serve` rotates it to one derived from the
+    /// serving key that all replicas share, so that any replica verifies another's seal.
+    pub fn seal(&self) -> &Arc<Seal> {
+        &self.seal
     }
 
     pub async fn mutate(&self, req: &AdmissionRequest) -> MutationOutcome {
@@ -111,15 +125,34 @@ impl Mutator {
             .ok_or_else(|| Refusal::new("CREATE Pod request carries no object"))?;
         let pod = PodHead::deserialize(object)
             .map_err(|e| Refusal::new(format!("the pod cannot be read as a v1 Pod: {e}")))?;
-        let Some(identity) = sandbox_pod::identify(&pod.metadata) else {
-            return Ok(MutationOutcome::default());
-        };
         let namespace = if req.namespace.is_empty() {
             pod.metadata.namespace.clone().unwrap_or_default()
         } else {
             req.namespace.clone()
         };
-        let (mutated, mut out, network) = self.apply(object, &pod, &identity, &namespace).await?;
+        // Read at most once: for enforce mode (pods without Sandbox marks) and for profiles.
+        let mut known_ns_labels = None;
+        let identity = match sandbox_pod::identify(&pod.metadata) {
+            Some(identity) => identity,
+            None => {
+                // Not a Sandbox pod by its own marks; in an enforce namespace it is one anyway.
+                // Decided here from the namespace cache, whatever webhook entry sent it.
+                let labels = self.namespace_labels(&namespace).await?;
+                if !sandbox_pod::enforced(&labels, &self.prefix) {
+                    return Ok(MutationOutcome::default());
+                }
+                known_ns_labels = Some(labels);
+                sandbox_pod::enforced_identity(&pod.metadata)
+            }
+        };
+        let enforced = known_ns_labels.is_some();
+        let (mutated, mut out, network) = self
+            .apply(object, &pod, &identity, &namespace, known_ns_labels)
+            .await?;
+        if enforced {
+            out.audit_annotations
+                .insert("isolation".into(), sandbox_pod::ENFORCE.into());
+        }
         // Last, so that a pod refused for any other reason causes no side effect.
         if let Some((name, profile)) = self.config.network_profiles.get_key_value(&network) {
             self.ensure_network_policy(req, &namespace, name, profile, &mut out)
@@ -174,7 +207,7 @@ impl Mutator {
         let identity = sandbox_pod::identify(&head.metadata)
             .ok_or_else(|| Refusal::new("the controller's pod would not be a Sandbox pod"))?;
         let namespace = req.namespace.clone();
-        let (mutated, out, _) = self.apply(&pod, &head, &identity, &namespace).await?;
+        let (mutated, out, _) = self.apply(&pod, &head, &identity, &namespace, None).await?;
         let defaulted = patch::diff(&pod, &mutated)
             .iter()
             .map(|op| op.path().to_string())
@@ -196,6 +229,7 @@ impl Mutator {
         pod: &PodHead,
         identity: &sandbox_pod::SandboxIdentity,
         namespace: &str,
+        known_ns_labels: Option<BTreeMap<String, String>>,
     ) -> Result<(Value, MutationOutcome, String), Refusal> {
         let runtime_key = format!("{}runtime", self.prefix);
         let network_key = network::profile_label_key(&self.prefix);
@@ -208,10 +242,12 @@ impl Mutator {
         };
         let (runtime_annotation, network_annotation) =
             (annotation(&runtime_key), annotation(&network_key));
-        let ns_labels = if runtime_annotation.is_none() || network_annotation.is_none() {
-            self.namespace_labels(namespace).await?
-        } else {
-            BTreeMap::new()
+        let ns_labels = match known_ns_labels {
+            Some(labels) => labels,
+            None if runtime_annotation.is_none() || network_annotation.is_none() => {
+                self.namespace_labels(namespace).await?
+            }
+            None => BTreeMap::new(),
         };
         let ns_label = |key: &str| ns_labels.get(key).map(String::as_str);
 
@@ -254,6 +290,12 @@ impl Mutator {
                 network_profile: network_name,
                 idle_timeout: &self.config.idle_timeout,
                 now: Utc::now(),
+                seal: &self.seal,
+                pod: PodRef {
+                    namespace,
+                    name: pod.metadata.name.as_deref().unwrap_or_default(),
+                    generate_name: pod.metadata.generate_name.as_deref().unwrap_or_default(),
+                },
             },
             &mut out.mutations,
         )?;
@@ -305,7 +347,7 @@ impl Mutator {
             Lookup::Found(ns) => Ok(ns.metadata.labels.clone().unwrap_or_default()),
             Lookup::Missing => Ok(BTreeMap::new()),
             Lookup::Unavailable(reason) => Err(Refusal::new(format!(
-                "cannot read namespace {namespace:?} to choose the runtime and network profiles: {reason}; retry shortly"
+                "cannot read namespace {namespace:?}, whose labels decide enforce mode and the runtime and network profiles: {reason}; retry shortly"
             ))),
         }
     }

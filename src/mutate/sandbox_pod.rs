@@ -4,6 +4,12 @@
 //! ownerReference to the Sandbox and the `sandbox-name-hash` label. Either mark is enough: a pod
 //! that carries the label without the reference (adopted, or created by hand) is still treated as
 //! a sandbox, so it cannot escape isolation by dropping one of the two.
+//!
+//! A namespace labelled `<prefix>isolation: enforce` goes further: every pod in it is a Sandbox
+//! pod, whatever it carries. The server decides that from its own namespace cache, not from
+//! which webhook entry the API server happened to call.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
@@ -20,6 +26,22 @@ pub const NAME_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-name-hash";
 pub const WARM_POOL_LABEL: &str = "agents.x-k8s.io/warm-pool-sandbox";
 pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
 pub const TEMPLATE_REF_HASH_LABEL: &str = "agents.x-k8s.io/sandbox-template-ref-hash";
+
+/// The namespace label (after the product's prefix) whose value [`ENFORCE`] isolates every pod.
+pub const ISOLATION_LABEL: &str = "isolation";
+pub const ENFORCE: &str = "enforce";
+
+/// `<prefix>isolation`.
+pub fn isolation_label(prefix: &str) -> String {
+    format!("{prefix}{ISOLATION_LABEL}")
+}
+
+/// Whether a namespace with these labels is in enforce mode.
+pub fn enforced(namespace_labels: &BTreeMap<String, String>, prefix: &str) -> bool {
+    namespace_labels
+        .get(&isolation_label(prefix))
+        .is_some_and(|v| v == ENFORCE)
+}
 
 /// What is known about the Sandbox behind a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +97,24 @@ pub fn identify(meta: &ObjectMeta) -> Option<SandboxIdentity> {
         warm_pool: label(WARM_POOL_LABEL).filter(|v| !v.is_empty()),
         claim_uid: label(CLAIM_UID_LABEL).filter(|v| !v.is_empty()),
     })
+}
+
+/// The identity of a pod that is a Sandbox pod only because its namespace enforces isolation:
+/// no Sandbox name or UID, but the upstream pool and claim labels when present.
+pub fn enforced_identity(meta: &ObjectMeta) -> SandboxIdentity {
+    let label = |key: &str| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(key))
+            .filter(|v| !v.is_empty())
+            .cloned()
+    };
+    SandboxIdentity {
+        name: None,
+        uid: None,
+        warm_pool: label(WARM_POOL_LABEL),
+        claim_uid: label(CLAIM_UID_LABEL),
+    }
 }
 
 /// The Pod the upstream controller creates for the Sandbox `object` from its `template`
@@ -188,6 +228,17 @@ mod tests {
             assert_eq!(identify(&p), None);
         }
         assert_eq!(identify(&pod(json!({"metadata": {"name": "x"}}))), None);
+    }
+
+    #[test]
+    fn enforce_mode_is_the_exact_label_value() {
+        let labels = |v: &str| BTreeMap::from([("p.io/isolation".to_string(), v.to_string())]);
+        assert!(enforced(&labels("enforce"), "p.io/"));
+        for other in ["", "Enforce", "audit", "true"] {
+            assert!(!enforced(&labels(other), "p.io/"), "{other:?}");
+        }
+        assert!(!enforced(&labels("enforce"), "q.io/"));
+        assert!(!enforced(&BTreeMap::new(), "p.io/"));
     }
 
     #[test]

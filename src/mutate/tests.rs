@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::mutate::labels::name_hash;
 
 const P: &str = "sandbox-admission.io/";
+const ENFORCE_LABEL: &str = "sandbox-admission.io/isolation";
 
 fn config() -> Config {
     Config::embedded().unwrap()
@@ -447,4 +448,120 @@ async fn label_keys_with_slash_and_tilde_patch_correctly() {
             .patch
             .is_empty()
     );
+}
+
+/// A pod with no Sandbox marks at all: no ownerReference, no name-hash label.
+fn plain_pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "box", "namespace": "team", "labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]}
+    })
+}
+
+#[tokio::test]
+async fn enforce_namespace_isolates_every_pod() {
+    let (m, _) = with(both_classes().with_namespace("team", &[(ENFORCE_LABEL, "enforce")]));
+    let (out, pod) = run(&m, plain_pod()).await;
+    assert_eq!(out.denial, None);
+    assert_eq!(pod["spec"]["runtimeClassName"], "gvisor");
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["metadata"]["labels"][format!("{P}network-profile")],
+        "default"
+    );
+    assert!(
+        pod["metadata"]["labels"]
+            .get(format!("{P}sandbox-name"))
+            .is_none()
+    );
+    assert_eq!(out.audit_annotations["isolation"], "enforce");
+    let (again, _) = run(&m, pod).await;
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
+
+    // The same pod elsewhere is no Sandbox pod; neither is it where the label says anything else.
+    let (m, _) = with(both_classes().with_namespace("team", &[(ENFORCE_LABEL, "audit")]));
+    assert!(run(&m, plain_pod()).await.0.patch.is_empty());
+    let (m, _) = with(both_classes());
+    assert!(run(&m, plain_pod()).await.0.patch.is_empty());
+    assert!(
+        offline()
+            .mutate(&request(plain_pod(), "CREATE", false))
+            .await
+            .patch
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn enforce_mode_fails_closed_when_the_namespace_cannot_be_read() {
+    let (m, _) = with(FakeCluster::new().unavailable("cache not synced"));
+    let out = m.mutate(&request(plain_pod(), "CREATE", false)).await;
+    let denial = out.denial.expect("refused");
+    assert!(denial.contains("enforce mode"), "{denial}");
+}
+
+#[tokio::test]
+async fn a_pod_escaping_by_its_marks_is_still_isolated() {
+    // Owned by a Sandbox but without the label: still a Sandbox pod.
+    let mut owned = sandbox_pod();
+    owned["metadata"]["labels"] = json!({"app": "x"});
+    let (_, pod) = run(&offline(), owned).await;
+    assert_eq!(pod["spec"]["runtimeClassName"], "gvisor");
+    // The label without the owner: still a Sandbox pod.
+    let mut labelled = sandbox_pod();
+    labelled["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    let (_, pod) = run(&offline(), labelled).await;
+    assert_eq!(pod["spec"]["runtimeClassName"], "gvisor");
+}
+
+#[tokio::test]
+async fn forged_bookkeeping_does_not_survive_and_reinvocation_is_empty() {
+    let m = offline();
+    let mut forged = sandbox_pod();
+    forged["metadata"]["annotations"] = json!({
+        format!("{P}admitted-at"): "2030-01-01T00:00:00Z",
+        format!("{P}idle-timeout"): "87600h",
+        format!("{P}exempt"): "true",
+        format!("{P}runtime"): "gvisor"
+    });
+    forged["metadata"]["labels"][format!("{P}trusted")] = json!("true");
+    let (out, pod) = run(&m, forged).await;
+    let a = &pod["metadata"]["annotations"];
+    let admitted =
+        chrono::DateTime::parse_from_rfc3339(a[format!("{P}admitted-at")].as_str().unwrap())
+            .unwrap();
+    assert!(admitted.timestamp() <= Utc::now().timestamp(), "{admitted}");
+    assert_eq!(a[format!("{P}idle-timeout")], "1h");
+    assert!(a.get(format!("{P}exempt")).is_none());
+    assert_eq!(
+        a[format!("{P}runtime")],
+        "gvisor",
+        "the profile choice is kept"
+    );
+    assert!(
+        pod["metadata"]["labels"]
+            .get(format!("{P}trusted"))
+            .is_none()
+    );
+    assert!(
+        out.mutations
+            .iter()
+            .any(|m| m.contains("not set by this webhook"))
+    );
+
+    // Reinvoked on its own output: nothing to do.
+    let (again, _) = run(&m, pod.clone()).await;
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
+    // Another replica with the same serving key verifies the seal too.
+    let replica = offline();
+    replica.seal().rotate(b"shared serving key");
+    m.seal().rotate(b"shared serving key");
+    let (_, sealed) = run(&m, sandbox_pod()).await;
+    assert!(run(&replica, sealed.clone()).await.0.patch.is_empty());
+    // An installation with another key does not.
+    assert!(!run(&offline(), sealed).await.0.patch.is_empty());
 }

@@ -1,6 +1,8 @@
 //! `serve`: the HTTPS admission endpoints and the plain-HTTP health port, wired to one pipeline.
 
+pub mod body;
 pub mod health;
+pub mod limits;
 pub mod routes;
 pub mod tls;
 
@@ -55,6 +57,8 @@ pub struct Running {
     pub tls: Arc<ArcSwap<rustls::ServerConfig>>,
     pub tls_files: TlsFiles,
     pub admitter: Arc<Admitter>,
+    /// Admission control of the HTTPS port (budgets, decision slots).
+    pub limits: Arc<limits::Limits>,
     pub readiness: Arc<Readiness>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -148,6 +152,9 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         log,
         events,
     )?);
+    // The admission-time seal is keyed from the serving key, which every replica shares.
+    let seal = admitter.mutator.seal().clone();
+    seal.rotate(&loaded_pem.key);
     let policies = admitter.policies.clone();
     let policy_watch = match policies_dir.as_deref() {
         Some(dir) => Some(
@@ -170,6 +177,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
             tls: tls_config.clone(),
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            on_new_key: Some(Arc::new(move |key: &[u8]| seal.rotate(key))),
         },
         certs::reload::ReloadTiming::default(),
         shutdown_rx.clone(),
@@ -205,10 +213,15 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         header_timeout: Duration::from_secs(config.header_timeout_seconds),
         grace: Duration::from_secs(config.shutdown_grace_seconds),
     };
+    let limits = limits::Limits::new(
+        config.limits.clone(),
+        config.max_body_bytes,
+        metrics.clone(),
+    );
     let api_task = tokio::spawn(tls::serve(
         listener,
         tls_config.clone(),
-        routes::router(admitter.clone()),
+        routes::router(admitter.clone(), limits.clone()),
         listener_settings,
         shutdown_rx,
     ));
@@ -219,6 +232,7 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         tls: tls_config,
         tls_files,
         admitter,
+        limits,
         readiness,
         shutdown: shutdown_tx,
         tasks: vec![api_task, health_task, cert_task],

@@ -7,7 +7,8 @@
 # Needs docker, kind, kubectl. It builds the image, installs the upstream agent-sandbox CRDs and
 # controller, installs sandbox-admission from manifests/ with a certificate made by the binary's
 # own `certs` command, then checks that a Sandbox's pod is mutated (runtime class, labels,
-# seccomp) and that a privileged SandboxTemplate is denied.
+# seccomp), that a privileged SandboxTemplate and a Sandbox forging the admission time are denied,
+# and that a plain pod in an enforce-mode namespace is isolated.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -199,6 +200,57 @@ set -e
 [[ $status -ne 0 ]] || fail "the privileged SandboxTemplate was admitted"
 grep -q 'denied the request' <<<"$denied" || fail "unexpected error: $denied"
 echo "$denied"
+
+step "a Sandbox that pre-sets the webhook's bookkeeping is denied, naming the key"
+set +e
+forged=$(kubectl apply -f - 2>&1 <<YAML
+apiVersion: agents.x-k8s.io/v1beta1
+kind: Sandbox
+metadata:
+  name: forged
+  namespace: $TEST_NS
+spec:
+  podTemplate:
+    metadata:
+      annotations:
+        sandbox-admission.io/admitted-at: "2030-01-01T00:00:00Z"
+    spec:
+      runtimeClassName: gvisor
+      containers:
+        - name: main
+          image: busybox:1.36
+YAML
+)
+status=$?
+set -e
+[[ $status -ne 0 ]] || fail "the Sandbox forging admitted-at was admitted"
+grep -q 'sandbox-reserved-metadata' <<<"$forged" || fail "unexpected error: $forged"
+echo "$forged"
+
+step "enforce mode: a pod with no Sandbox marks is isolated"
+# The kube-apiserver evaluates the webhooks' matchConditions and namespaceSelector here.
+kubectl create namespace "$TEST_NS-enforce"
+kubectl label namespace "$TEST_NS-enforce" sandbox-admission.io/isolation=enforce
+kubectl apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: plain
+  namespace: $TEST_NS-enforce
+spec:
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+  containers:
+    - name: main
+      image: busybox:1.36
+      command: ["sleep", "3600"]
+      resources:
+        limits: {cpu: 100m, memory: 64Mi}
+YAML
+enforced=$(kubectl -n "$TEST_NS-enforce" get pod plain -o jsonpath='{.spec.runtimeClassName}')
+[[ "$enforced" == gvisor ]] || fail "runtimeClassName is '$enforced' in an enforce namespace, want gvisor"
+echo "pod plain (enforce namespace): runtimeClassName=$enforced"
 
 step "the background audit reports what already runs"
 # A warm pool whose template does not exist is admitted with a warning

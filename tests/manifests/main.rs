@@ -1,9 +1,12 @@
 //! `manifests/`: every object matches the Kubernetes 1.33 schema, the kustomizations resolve, and
-//! the webhook configurations and Deployment agree with what the server actually serves.
+//! the webhook configurations and Deployment agree with what the server actually serves; their pod
+//! selection is evaluated (`match_conditions`); the Helm chart renders the same objects (`helm`).
 
 #[path = "../common/mod.rs"]
 mod common;
+mod helm;
 mod kustomize;
+mod match_conditions;
 mod policies;
 mod schema;
 mod server;
@@ -171,7 +174,7 @@ fn webhooks() -> Vec<(String, Value)> {
 #[test]
 fn webhook_configurations_are_safe_to_operate() {
     let hooks = webhooks();
-    assert_eq!(hooks.len(), 3);
+    assert_eq!(hooks.len(), 5);
     let service = object("base", "Service", "sandbox-admission");
     for (kind, w) in &hooks {
         let name = &w["name"];
@@ -201,16 +204,20 @@ fn webhook_configurations_are_safe_to_operate() {
         assert_eq!(svc["name"], service["metadata"]["name"], "{name}");
         assert_eq!(svc["namespace"], service["metadata"]["namespace"], "{name}");
         assert_eq!(svc["port"], service["spec"]["ports"][0]["port"], "{name}");
+        // A pod could opt out of an objectSelector by leaving its label off.
+        assert!(w.get("objectSelector").is_none(), "{name}: objectSelector");
         for rule in w["rules"].as_array().unwrap() {
             if rule["resources"]
                 .as_array()
                 .unwrap()
                 .contains(&"pods".into())
             {
-                // Pods: only Sandbox pods are sent, so an outage cannot block other pods.
-                assert_eq!(
-                    w["objectSelector"]["matchExpressions"][0]["key"],
-                    "agents.x-k8s.io/sandbox-name-hash",
+                // Pods: only Sandbox pods and enforce-mode namespaces are sent, so an outage
+                // cannot block other pods (match_conditions.rs evaluates the selection).
+                assert!(
+                    w["matchConditions"]
+                        .as_array()
+                        .is_some_and(|c| !c.is_empty()),
                     "{name}"
                 );
             }
@@ -249,14 +256,18 @@ fn validation_covers_every_sandbox_kind_in_both_versions() {
             }
         }
     }
-    let mut expected = vec!["/v1/pods".to_string()];
+    covered.sort();
+    covered.dedup();
+    let mut expected = vec![
+        "/v1/pods".to_string(),
+        "/v1/pods/ephemeralcontainers".to_string(),
+    ];
     for version in ["v1alpha1", "v1beta1"] {
         expected.push(format!("agents.x-k8s.io/{version}/sandboxes"));
         for r in ["sandboxtemplates", "sandboxclaims", "sandboxwarmpools"] {
             expected.push(format!("extensions.agents.x-k8s.io/{version}/{r}"));
         }
     }
-    covered.sort();
     expected.sort();
     assert_eq!(covered, expected);
 }
@@ -313,5 +324,5 @@ fn certs_kustomize_patch_names_every_webhook_of_the_manifests() {
         }
         assert!(check_object(doc).is_ok());
     }
-    assert_eq!(patched, 3);
+    assert_eq!(patched, 5);
 }

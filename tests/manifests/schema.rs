@@ -69,6 +69,7 @@ pub fn check_object(doc: &Value) -> Result<(), Vec<String>> {
     match (api_version, kind) {
         ("cert-manager.io/v1", "Issuer") => check_issuer(doc),
         ("cert-manager.io/v1", "Certificate") => check_certificate(doc),
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => check_service_monitor(doc),
         _ => Err(vec![format!(
             "unexpected kind {kind:?} of apiVersion {api_version:?}: add it to the schema check"
         )]),
@@ -150,6 +151,52 @@ fn check_meta(doc: &Value, out: &mut Vec<String>) {
         &["name", "namespace"],
         out,
     );
+}
+
+/// The Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1): the subset the Helm chart
+/// uses, with the operator's field names.
+fn check_service_monitor(doc: &Value) -> Result<(), Vec<String>> {
+    let mut out = Vec::new();
+    check_meta(doc, &mut out);
+    let spec = &doc["spec"];
+    keys(
+        spec,
+        "/spec",
+        &["selector", "namespaceSelector", "endpoints"],
+        &["selector", "endpoints"],
+        &mut out,
+    );
+    keys(
+        &spec["selector"],
+        "/spec/selector",
+        &["matchLabels", "matchExpressions"],
+        &[],
+        &mut out,
+    );
+    if let Some(ns) = spec.get("namespaceSelector") {
+        keys(
+            ns,
+            "/spec/namespaceSelector",
+            &["matchNames", "any"],
+            &[],
+            &mut out,
+        );
+    }
+    match spec["endpoints"].as_array() {
+        Some(endpoints) if !endpoints.is_empty() => {
+            for (i, e) in endpoints.iter().enumerate() {
+                keys(
+                    e,
+                    &format!("/spec/endpoints/{i}"),
+                    &["port", "path", "scheme", "interval", "scrapeTimeout"],
+                    &["port"],
+                    &mut out,
+                );
+            }
+        }
+        _ => out.push("spec.endpoints must be a non-empty list".into()),
+    }
+    if out.is_empty() { Ok(()) } else { Err(out) }
 }
 
 /// cert-manager's Issuer (cert-manager.io/v1): the subset these manifests use.

@@ -50,7 +50,7 @@ fn deployed_config() -> Config {
     Config::load(&manifests_dir().join("base/config/config.yaml")).expect("config.yaml is valid")
 }
 
-fn serve_args(c: &Value) -> sandbox_admission::cli::ServeArgs {
+pub fn serve_args(c: &Value) -> sandbox_admission::cli::ServeArgs {
     let args: Vec<String> = c["args"]
         .as_array()
         .unwrap()
