@@ -6,7 +6,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use sandbox_admission::admission::AdmissionRequest;
 use sandbox_admission::metrics::Metrics;
-use sandbox_admission::policy::{PolicyConfig, PolicySource, PolicyStore};
+use sandbox_admission::policy::{PolicyConfig, PolicySet, PolicySource, PolicyStore};
 use serde_json::{Value, json};
 
 /// Same allocator as the server binary: regorus allocates per evaluation, so glibc's malloc
@@ -69,6 +69,34 @@ fn bench(c: &mut Criterion) {
     c.bench_function("policy/sandbox_violating", |b| {
         b.iter(|| black_box(store.evaluate(black_box(&violating), None)));
     });
+    // The curve: cost per review in matching policies (renamed copies of those that judge the
+    // review) and in loaded-but-unmatched ones (ConfigMap-only padding), as `sandbox-admission
+    // bench --matching N --loaded N` builds them.
+    let embedded = PolicySource::Embedded
+        .read()
+        .unwrap_or_else(|e| panic!("embedded policies: {e}"));
+    for (label, matching, loaded) in [
+        ("15_of_23", None, None),
+        ("50_matching", Some(50), None),
+        ("100_matching", Some(100), None),
+        ("200_matching", Some(200), None),
+        ("15_of_200", None, Some(200)),
+    ] {
+        let config = PolicyConfig::default();
+        let files = sandbox_admission::bench::scaled(
+            embedded.clone(),
+            &violating,
+            matching,
+            loaded,
+            &config,
+        )
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let set = PolicySet::compile(&files, label.into(), &config)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        c.bench_function(&format!("policy/curve/{label}"), |b| {
+            b.iter(|| black_box(set.evaluate(black_box(&compliant), None)));
+        });
+    }
     c.bench_function("policy/load_embedded_set", |b| {
         b.iter(|| {
             black_box(

@@ -32,6 +32,21 @@ pub struct BenchArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+    /// Time only the whole set (what a review pays), not each policy alone: for large sets, and
+    /// under `valgrind --tool=callgrind`, where compiling a set per policy would dominate
+    #[arg(long)]
+    pub whole_set: bool,
+    /// Add renamed copies of the policies that judge the first review until N policies judge it
+    /// (the cost curve in matching policies)
+    #[arg(long, value_name = "N")]
+    pub matching: Option<usize>,
+    /// Add trivial ConfigMap policies until the set holds N policies (loaded but not matching)
+    #[arg(long, value_name = "N")]
+    pub loaded: Option<usize>,
+    /// Per-evaluation time limit in ms [default: the server's]; raise it under valgrind, where
+    /// a large set runs long enough to hit it and the failures would be timed instead
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Timings of one set over every review.
@@ -82,10 +97,17 @@ fn reviews(args: &BenchArgs) -> anyhow::Result<Vec<AdmissionRequest>> {
 
 /// The whole set, then one set per policy: its `.rego` and metadata plus every module that has
 /// no metadata (libraries).
-fn sets(files: &[SourceFile], config: &PolicyConfig) -> anyhow::Result<Vec<(String, PolicySet)>> {
+fn sets(
+    files: &[SourceFile],
+    config: &PolicyConfig,
+    whole_only: bool,
+) -> anyhow::Result<Vec<(String, PolicySet)>> {
     let origin = "bench".to_string();
     let whole =
         PolicySet::compile(files, origin.clone(), config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if whole_only {
+        return Ok(vec![("(whole set)".to_string(), whole)]);
+    }
     let stem = |p: &str| {
         p.rsplit_once('.')
             .map_or(p.to_string(), |(s, _)| s.to_string())
@@ -130,10 +152,26 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         Some(dir) => PolicySource::Dir(dir.clone()),
         None => PolicySource::Embedded,
     };
-    let files = source.read().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let config = PolicyConfig::default();
+    let mut files = source.read().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut config = PolicyConfig::default();
+    if let Some(ms) = args.timeout_ms {
+        config.evaluation_timeout_ms = ms;
+    }
+    if args.matching.is_some() || args.loaded.is_some() {
+        let first = reqs
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no objects in the fixtures"))?;
+        files = scaled(files, first, args.matching, args.loaded, &config)?;
+    }
     let mut timings = Vec::new();
-    for (name, set) in sets(&files, &config)? {
+    for (index, (mut name, set)) in sets(&files, &config, args.whole_set)?
+        .into_iter()
+        .enumerate()
+    {
+        if let (0, Some(first)) = (index, reqs.first()) {
+            let judging = set.reference_cases(first, &Default::default())?.len();
+            name = format!("(whole set: {} loaded, {judging} match)", set.len());
+        }
         let mut samples = Vec::with_capacity(reqs.len() * args.iterations as usize);
         for req in &reqs {
             let _ = set.evaluate(req, None); // warm
@@ -179,6 +217,87 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `files` grown to `matching` policies that judge `req` and `loaded` policies in all.
+///
+/// Copies get a package and name of their own (`_cN`, `-cN`) and keep everything else, so each
+/// costs what its original costs; the padding policies match ConfigMaps only, so they cost a
+/// review exactly what being loaded costs.
+pub fn scaled(
+    mut files: Vec<SourceFile>,
+    req: &AdmissionRequest,
+    matching: Option<usize>,
+    loaded: Option<usize>,
+    config: &PolicyConfig,
+) -> anyhow::Result<Vec<SourceFile>> {
+    let base =
+        PolicySet::compile(&files, "bench".into(), config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cases = base.reference_cases(req, &Default::default())?;
+    let mut originals = Vec::new();
+    for case in &cases {
+        let package = case.package.strip_prefix("data.").unwrap_or(&case.package);
+        let rego = files
+            .iter()
+            .find(|f| {
+                f.path.ends_with(".rego")
+                    && f.text
+                        .lines()
+                        .any(|l| l.trim() == format!("package {package}"))
+            })
+            .ok_or_else(|| anyhow::anyhow!("no .rego file holds package {package}"))?;
+        let stem = rego.path.strip_suffix(".rego").unwrap_or(&rego.path);
+        let meta = [format!("{stem}.yaml"), format!("{stem}.yml")]
+            .into_iter()
+            .find_map(|p| files.iter().find(|f| f.path == p))
+            .ok_or_else(|| anyhow::anyhow!("{} has no metadata file", rego.path))?;
+        originals.push((package.to_string(), rego.clone(), meta.clone()));
+    }
+    let want = matching.unwrap_or(cases.len());
+    anyhow::ensure!(
+        want <= cases.len() || !originals.is_empty(),
+        "no policy judges the first review, so none can be copied"
+    );
+    for i in 0..want.saturating_sub(cases.len()) {
+        let (package, rego, meta) = &originals[i % originals.len()];
+        let copy = i / originals.len() + 1;
+        let stem = rego.path.strip_suffix(".rego").unwrap_or(&rego.path);
+        let rego_text = rego.text.replacen(
+            &format!("package {package}"),
+            &format!("package {package}_c{copy}"),
+            1,
+        );
+        let mut named = false;
+        let mut meta_text: String = meta
+            .text
+            .lines()
+            .map(|l| match l.strip_prefix("name:") {
+                Some(name) if !named => {
+                    named = true;
+                    format!("name: {}-c{copy}\n", name.trim())
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        if !named {
+            let own = stem.rsplit('/').next().unwrap_or(stem).replace('_', "-");
+            meta_text = format!("name: {own}-c{copy}\n{meta_text}");
+        }
+        files.push(SourceFile::new(format!("{stem}_c{copy}.rego"), rego_text));
+        files.push(SourceFile::new(format!("{stem}_c{copy}.yaml"), meta_text));
+    }
+    let have = base.len() + want.saturating_sub(cases.len());
+    for i in 0..loaded.unwrap_or(0).saturating_sub(have) {
+        files.push(SourceFile::new(
+            format!("generated/unmatched_{i:04}.rego"),
+            format!("package generated.unmatched_{i:04}\n\nimport rego.v1\n\nviolation contains {{\"msg\": \"bad name\"}} if input.review.object.metadata.name == \"bad\"\n"),
+        ));
+        files.push(SourceFile::new(
+            format!("generated/unmatched_{i:04}.yaml"),
+            format!("name: unmatched-{i:04}\nkinds:\n  - {{group: \"\", kind: ConfigMap}}\n"),
+        ));
+    }
+    Ok(files)
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {

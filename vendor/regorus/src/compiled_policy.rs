@@ -240,4 +240,20 @@ pub(crate) struct CompiledPolicyData {
 
     // Pre-computed loop hoisting information
     pub(crate) loop_hoisting_table: HoistedLoopsLookup,
+
+    // sandbox-admission patch 7: where each package and each rule lives, so that a `data`
+    // lookup and a rule's evaluation find their modules without walking every module.
+    pub(crate) module_index: Rc<ModuleIndex>,
+}
+
+/// sandbox-admission patch 7: positions in `CompiledPolicyData::modules`, built with the rule
+/// registrations (`Interpreter::gather_rules`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ModuleIndex {
+    /// Modules by package path with `data` first (`["data", "lib", "x"]`). A lookup of
+    /// `data.a.b` needs the modules whose package starts with `["data", "a", "b"]`: one
+    /// contiguous range of this map.
+    pub(crate) by_package: BTreeMap<Vec<String>, Vec<usize>>,
+    /// The module defining each rule.
+    pub(crate) rule_module: BTreeMap<Ref<Rule>, usize>,
 }

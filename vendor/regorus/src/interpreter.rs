@@ -3227,78 +3227,81 @@ impl Interpreter {
 
     fn ensure_module_evaluated(&mut self, path: &[String]) -> Result<()> {
         self.check_execution_time()?;
-        for module in self.compiled_policy.modules.clone().iter().cloned() {
+        if path.len() <= 1 {
+            return Ok(());
+        }
+        // sandbox-admission patch 7: only the modules whose package starts with `path` (one
+        // range of the package index), in load order, instead of every module on every lookup.
+        let index = self.compiled_policy.module_index.clone();
+        let mut positions: Vec<usize> = index
+            .by_package
+            .range::<[String], _>((Included(path), Unbounded))
+            .take_while(|(package, _)| package.starts_with(path))
+            .flat_map(|(_, positions)| positions.iter().copied())
+            .collect();
+        positions.sort_unstable();
+        let modules = self.compiled_policy.modules.clone();
+        for module in positions.iter().filter_map(|i| modules.get(*i)).cloned() {
             if Some(&module) == self.module.as_ref() {
                 // Prevent cyclic evaluation.
                 continue;
             }
-            let mut module_path_components = vec!["data".to_string()];
-            module_path_components.extend(Parser::get_static_string_path_components(
-                &module.package.refr,
-            )?);
+            // Ensure that the module is created.
+            let module_value_components =
+                Parser::get_static_string_path_components(&module.package.refr)?;
+            let module_value_components: Vec<&str> =
+                module_value_components.iter().map(String::as_str).collect();
+            if self.has_explicit_data_with_override_ancestor(&module_value_components)? {
+                continue;
+            }
 
-            if path.len() > 1 && module_path_components.starts_with(path) {
-                // Ensure that the module is created.
-                let module_value_components =
-                    Parser::get_static_string_path_components(&module.package.refr)?;
-                let module_value_components: Vec<&str> =
-                    module_value_components.iter().map(String::as_str).collect();
-                if self.has_explicit_data_with_override_ancestor(&module_value_components)? {
-                    continue;
+            // A parent package can be processed before its child modules are materialized.
+            if self.is_processed(&[])?
+                || (!module.policy.is_empty()
+                    && module
+                        .policy
+                        .iter()
+                        .all(|rule| self.processed.contains(rule))
+                    && self.is_processed(&module_value_components)?)
+            {
+                continue;
+            }
+
+            let vref = Self::make_or_get_value_mut(&mut self.data, &module_value_components)?;
+            if *vref == Value::Undefined {
+                *vref = Value::new_object();
+            }
+
+            for rule in &module.policy {
+                if !self.processed.contains(rule) {
+                    self.eval_rule(&module, rule)?;
                 }
+            }
 
-                // A parent package can be processed before its child modules are materialized.
-                if self.is_processed(&[])?
-                    || (!module.policy.is_empty()
-                        && module
-                            .policy
-                            .iter()
-                            .all(|rule| self.processed.contains(rule))
-                        && self.is_processed(&module_value_components)?)
-                {
-                    continue;
-                }
-
-                let vref = Self::make_or_get_value_mut(&mut self.data, &module_value_components)?;
-                if *vref == Value::Undefined {
-                    *vref = Value::new_object();
-                }
-
+            let prev_module = self.set_current_module(Some(module.clone()))?;
+            let default_result = (|| -> Result<()> {
                 for rule in &module.policy {
                     if !self.processed.contains(rule) {
-                        self.eval_rule(&module, rule)?;
+                        if let Rule::Default { refr, args, .. } = rule.as_ref() {
+                            if args.is_empty() {
+                                let refr = match refr.as_ref() {
+                                    Expr::RefBrack { refr, .. } => refr,
+                                    _ => refr,
+                                };
+                                let mut rule_path = vec![PathComponent::String("data".to_string())];
+                                rule_path.extend(get_rule_path_components(&module.package.refr)?);
+                                rule_path.extend(get_rule_path_components(refr)?);
+                                self.ensure_rule_evaluated(format_path_components(&rule_path)?)?;
+                            }
+                        }
+                        self.eval_default_rule(rule)?;
                     }
                 }
-
-                let prev_module = self.set_current_module(Some(module.clone()))?;
-                let default_result = (|| -> Result<()> {
-                    for rule in &module.policy {
-                        if !self.processed.contains(rule) {
-                            if let Rule::Default { refr, args, .. } = rule.as_ref() {
-                                if args.is_empty() {
-                                    let refr = match refr.as_ref() {
-                                        Expr::RefBrack { refr, .. } => refr,
-                                        _ => refr,
-                                    };
-                                    let mut rule_path =
-                                        vec![PathComponent::String("data".to_string())];
-                                    rule_path
-                                        .extend(get_rule_path_components(&module.package.refr)?);
-                                    rule_path.extend(get_rule_path_components(refr)?);
-                                    self.ensure_rule_evaluated(format_path_components(
-                                        &rule_path,
-                                    )?)?;
-                                }
-                            }
-                            self.eval_default_rule(rule)?;
-                        }
-                    }
-                    Ok(())
-                })();
-                self.set_current_module(prev_module)?;
-                default_result?;
-                self.mark_processed(&module_value_components)?;
-            }
+                Ok(())
+            })();
+            self.set_current_module(prev_module)?;
+            default_result?;
+            self.mark_processed(&module_value_components)?;
         }
 
         Ok(())
@@ -3704,6 +3707,16 @@ impl Interpreter {
     }
 
     fn get_rule_module(&self, rule: &Ref<Rule>) -> Result<Ref<Module>> {
+        // sandbox-admission patch 7: the index built with the rule registrations.
+        if let Some(m) = self
+            .compiled_policy
+            .module_index
+            .rule_module
+            .get(rule)
+            .and_then(|i| self.compiled_policy.modules.get(*i))
+        {
+            return Ok(m.clone());
+        }
         for m in self.compiled_policy.modules.iter() {
             if m.policy.iter().any(|r| r == rule) {
                 return Ok(m.clone());
@@ -4685,6 +4698,26 @@ impl Interpreter {
 
     pub fn gather_rules(&mut self) -> Result<()> {
         self.clear_rule_registrations();
+        // sandbox-admission patch 7: index modules by package and rules by module.
+        let mut module_index = crate::compiled_policy::ModuleIndex::default();
+        for (position, module) in self.compiled_policy.modules.iter().enumerate() {
+            let mut package = vec!["data".to_string()];
+            package.extend(Parser::get_static_string_path_components(
+                &module.package.refr,
+            )?);
+            module_index
+                .by_package
+                .entry(package)
+                .or_default()
+                .push(position);
+            for rule in &module.policy {
+                module_index
+                    .rule_module
+                    .entry(rule.clone())
+                    .or_insert(position);
+            }
+        }
+        self.compiled_policy_mut().module_index = Rc::new(module_index);
         let result = (|| -> Result<()> {
             for module in self.compiled_policy.modules.clone().iter() {
                 let prev_module = self.set_current_module(Some(module.clone()))?;
