@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::meta::FailurePolicy;
-use super::set::{Policy, PolicySet, RUN_KEY, VERDICTS_RULE};
+use super::set::{Policy, PolicySet, RUN_KEY};
 use super::{Action, PolicyHit};
 use crate::admission::AdmissionRequest;
 
@@ -139,7 +139,8 @@ impl PolicySet {
         };
         let mut engine = self.engine.clone();
         engine.set_input(with_run_list(&input, matching.iter().map(|(i, _)| *i)));
-        match engine.eval_rule(VERDICTS_RULE.into()) {
+        let entry = self.entries.rule_for(&req.kind.group, &req.kind.kind);
+        match engine.eval_rule(entry.into()) {
             Ok(verdicts) => matching
                 .iter()
                 .flat_map(|(i, p)| hits_of(p, &verdicts[&regorus::Value::from(i.to_string())]))

@@ -1,7 +1,7 @@
 //! A compiled policy set: one warmed regorus engine holding every policy and library module,
 //! plus what is needed to evaluate just the matching policies in a single query.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
 
 use regorus::Engine;
@@ -54,6 +54,27 @@ pub struct PolicySet {
     pub(super) engine: Engine,
     pub(super) policies: Vec<Policy>,
     origin: String,
+    /// The verdicts rule for each (group, kind) some policy names exactly: it lists only the
+    /// policies that can match that kind, so policies loaded for other kinds cost nothing.
+    pub(super) entries: EntryRules,
+}
+
+/// Entry rules of the verdicts module by request kind.
+#[derive(Debug, Clone, Default)]
+pub(super) struct EntryRules {
+    by_kind: HashMap<(String, String), String>,
+    /// Policies matching any kind (`*` in their group or kind): requests of a kind no policy
+    /// names exactly are judged by these alone.
+    other: String,
+}
+
+impl EntryRules {
+    /// The rule to evaluate for a request of `group`/`kind`.
+    pub(super) fn rule_for(&self, group: &str, kind: &str) -> &str {
+        self.by_kind
+            .get(&(group.to_owned(), kind.to_owned()))
+            .map_or(self.other.as_str(), String::as_str)
+    }
 }
 
 impl PolicySet {
@@ -64,6 +85,7 @@ impl PolicySet {
             engine,
             policies: Vec::new(),
             origin: "none".into(),
+            entries: EntryRules::default(),
         }
     }
 
@@ -305,7 +327,8 @@ impl PolicySet {
         if !issues.is_empty() {
             return Err(PolicyLoadError { issues });
         }
-        if let Err(e) = engine.add_policy(VERDICTS_FILE.into(), verdicts_module(&policies)) {
+        let (verdicts, entries) = verdicts_module(&policies);
+        if let Err(e) = engine.add_policy(VERDICTS_FILE.into(), verdicts) {
             return Err(PolicyLoadError::one(
                 origin,
                 None,
@@ -335,6 +358,7 @@ impl PolicySet {
             engine,
             policies,
             origin,
+            entries,
         };
         set.probe()?;
         Ok(set)
@@ -354,6 +378,7 @@ impl PolicySet {
             engine,
             policies: self.policies.clone(),
             origin: self.origin.clone(),
+            entries: self.entries.clone(),
         })
     }
 
@@ -400,23 +425,59 @@ impl PolicySet {
 /// costs one evaluation (one rule cache, helpers computed once) and no query parsing.
 const VERDICTS_FILE: &str = "<sandbox-admission verdicts>";
 pub(super) const VERDICTS_RULE: &str = "data.__sandbox_admission_verdicts.all";
+const VERDICTS_PACKAGE: &str = "data.__sandbox_admission_verdicts";
 /// The input key naming the policies a request runs: `{"3": true, ...}` by policy index. Each
 /// policy's rule is guarded by it, so policies that do not match the request cost nothing.
 pub(super) const RUN_KEY: &str = "__sandbox_admission_run";
 
-fn verdicts_module(policies: &[Policy]) -> String {
+fn verdicts_module(policies: &[Policy]) -> (String, EntryRules) {
     let mut text = String::from("package __sandbox_admission_verdicts\n\nimport rego.v1\n\n");
     let mut all = Vec::with_capacity(policies.len());
+    // Which policies each exactly named (group, kind) can reach, and those matching any kind.
+    let mut by_kind: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
+    let mut any_kind = Vec::new();
     for (i, policy) in policies.iter().enumerate() {
         text.push_str(&format!(
             "p{i} := [v |\n\tinput.{RUN_KEY}[\"{i}\"]\n\t{}\n]\n",
             policy.violations
         ));
-        all.push(format!("\t\"{i}\": p{i},\n"));
+        all.push(i);
+        for k in &policy.meta.kinds {
+            if k.group == "*" || k.kind == "*" {
+                any_kind.push(i);
+            } else {
+                by_kind
+                    .entry((k.group.clone(), k.kind.clone()))
+                    .or_default()
+                    .push(i);
+            }
+        }
     }
+    any_kind.dedup();
     // One entry a line: regorus refuses lines over 1,024 columns.
-    text.push_str(&format!("\nall := {{\n{}}}\n", all.concat()));
-    text
+    let rule = |name: &str, members: &[usize]| {
+        let lines: String = members
+            .iter()
+            .map(|i| format!("\t\"{i}\": p{i},\n"))
+            .collect();
+        format!("\n{name} := {{\n{lines}}}\n")
+    };
+    text.push_str(&rule("all", &all));
+    text.push_str(&rule("other", &any_kind));
+    let mut entries = EntryRules {
+        by_kind: HashMap::new(),
+        other: format!("{VERDICTS_PACKAGE}.other"),
+    };
+    for (n, (key, mut members)) in by_kind.into_iter().enumerate() {
+        members.extend(&any_kind);
+        members.sort_unstable();
+        members.dedup();
+        text.push_str(&rule(&format!("k{n}"), &members));
+        entries
+            .by_kind
+            .insert(key, format!("{VERDICTS_PACKAGE}.k{n}"));
+    }
+    (text, entries)
 }
 
 /// Analyse and schedule every module, so that clones of the engine start ready.
@@ -536,6 +597,55 @@ mod tests {
         assert_eq!(hits.len(), 300);
         assert_eq!(hits[7].message, "m7");
         assert_eq!(hits[299].message, "m299");
+    }
+
+    /// A request is judged through the entry rule of its kind: only the policies that can
+    /// match it (by exact kind or a wildcard) are listed there, and every one of those still
+    /// reports; a kind no policy names gets the wildcard policies alone.
+    #[test]
+    fn entry_rules_list_only_the_policies_of_the_request_kind() {
+        let mut files = Vec::new();
+        let policy = |name: &str, kinds: &str, files: &mut Vec<SourceFile>| {
+            files.push(file(
+                &format!("{name}.rego"),
+                &format!("package generated.{name}\nimport rego.v1\nviolation contains {{\"msg\": \"{name}\"}} if input.review.object.metadata.name == \"bad\"\n"),
+            ));
+            files.push(file(&format!("{name}.yaml"), &format!("kinds: {kinds}\n")));
+        };
+        policy("pods", "[{group: \"\", kind: Pod}]", &mut files);
+        policy(
+            "maps",
+            "[{group: \"\", kind: ConfigMap}, {group: \"\", kind: Pod}]",
+            &mut files,
+        );
+        policy("any", "[{group: \"*\", kind: \"*\"}]", &mut files);
+        policy("anyapps", "[{group: apps, kind: \"*\"}]", &mut files);
+        let set = PolicySet::compile(&files, "t".into(), &PolicyConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let fired = |group: &str, kind: &str| {
+            let req = crate::admission::AdmissionRequest::from_value(serde_json::json!({
+                "uid": "u", "kind": {"group": group, "version": "v1", "kind": kind},
+                "resource": {"group": group, "version": "v1", "resource": "x"},
+                "operation": "CREATE", "namespace": "n", "userInfo": {},
+                "object": {"metadata": {"name": "bad"}},
+            }))
+            .unwrap();
+            let mut names: Vec<String> = set
+                .evaluate(&req, None)
+                .into_iter()
+                .map(|h| h.message)
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(fired("", "Pod"), ["any", "maps", "pods"]);
+        assert_eq!(fired("", "ConfigMap"), ["any", "maps"]);
+        assert_eq!(fired("", "Secret"), ["any"]);
+        assert_eq!(fired("apps", "Deployment"), ["any", "anyapps"]);
+        assert_ne!(
+            set.entries.rule_for("", "Pod"),
+            set.entries.rule_for("", "Secret")
+        );
     }
 
     #[test]
