@@ -470,17 +470,7 @@ pub fn policy_reports(report: &ScanReport, admitter: &Admitter) -> Result<String
 }
 
 pub fn run(args: ScanArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(run_async(args))
+    crate::review::run_offline(run_async(args))
 }
 
 async fn run_async(args: ScanArgs) -> ExitCode {

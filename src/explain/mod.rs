@@ -195,17 +195,7 @@ pub fn text(
 }
 
 pub fn run(args: ExplainArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(async move {
+    crate::review::run_offline(async move {
         let admitter: Admitter = match crate::review::admitter_with(
             args.config.as_ref(),
             args.policies.as_ref(),

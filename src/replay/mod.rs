@@ -336,17 +336,7 @@ pub async fn replay(admitter: &Admitter, records: &[DecisionRecord], policies: &
 }
 
 pub fn run(args: ReplayArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(run_async(args))
+    crate::review::run_offline(run_async(args))
 }
 
 async fn run_async(args: ReplayArgs) -> ExitCode {

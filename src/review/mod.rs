@@ -269,6 +269,21 @@ pub fn admitter_with(
     )
 }
 
+/// Run an offline command (`review`, `scan`, `replay`, `explain`) on a single-threaded runtime;
+/// exit 2 when none can be started.
+pub fn run_offline(command: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(command),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 pub fn run(args: ReviewArgs) -> ExitCode {
     if args.output == ReviewOutput::Json && args.patched && args.endpoint != EndpointChoice::Both {
         eprintln!(
@@ -277,17 +292,7 @@ pub fn run(args: ReviewArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(run_async(args))
+    run_offline(run_async(args))
 }
 
 async fn run_async(args: ReviewArgs) -> ExitCode {
