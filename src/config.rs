@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::audit::DecisionLogConfig;
 use crate::mutate::MutationConfig;
 use crate::policy::PolicyConfig;
 
@@ -297,54 +298,6 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DecisionLogConfig {
-    /// Write each decision as a JSON line to stdout.
-    #[serde(default = "yes")]
-    pub stdout: bool,
-    /// Also append to this file, rotating at `maxFileBytes`.
-    #[serde(default)]
-    pub file: Option<PathBuf>,
-    #[serde(default = "default_log_file_bytes")]
-    pub max_file_bytes: u64,
-    /// Rotated files kept (`file.1.gz` … `file.N.gz`).
-    #[serde(default = "default_log_keep")]
-    pub keep_files: usize,
-    /// Include object bodies (off: they can hold secrets).
-    #[serde(default)]
-    pub include_objects: bool,
-    /// Bytes of records waiting for the writer; past this, records are dropped and counted in
-    /// `sandbox_admission_decision_log_dropped_total` (a flood never grows memory through the log).
-    #[serde(default = "default_log_queue_bytes")]
-    pub max_queue_bytes: usize,
-}
-
-impl DecisionLogConfig {
-    fn validate(&self) -> Result<(), String> {
-        if self.max_queue_bytes < 64 * 1024 {
-            return Err("decisionLog.maxQueueBytes must be at least 65536".into());
-        }
-        Ok(())
-    }
-}
-
-impl Default for DecisionLogConfig {
-    fn default() -> Self {
-        DecisionLogConfig {
-            stdout: true,
-            file: None,
-            max_file_bytes: default_log_file_bytes(),
-            keep_files: default_log_keep(),
-            include_objects: false,
-            max_queue_bytes: default_log_queue_bytes(),
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8443))
 }
@@ -365,15 +318,6 @@ fn default_header_timeout() -> u64 {
 }
 fn default_grace() -> u64 {
     20
-}
-fn default_log_file_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn default_log_queue_bytes() -> usize {
-    8 * 1024 * 1024
-}
-fn default_log_keep() -> usize {
-    5
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::admission::AdmissionRequest;
 use crate::policy::PolicyHit;
 
-pub use log::DecisionLog;
+pub use log::{DecisionLog, DecisionLogConfig};
 
 /// One decision, as written to the log and read back by `audit`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
