@@ -1,7 +1,9 @@
 //! Every Sandbox and SandboxTemplate pod template in the upstream examples, turned into the pod the
 //! upstream controller would create and sent through the mutator.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -18,24 +20,6 @@ const EXAMPLES: &str = "tests/fixtures/agent-sandbox/examples";
 struct FixturePod {
     origin: String,
     pod: Value,
-}
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(path);
-        }
-    }
 }
 
 /// Documents of a file that are Sandboxes or SandboxTemplates with a full pod template.
@@ -138,7 +122,7 @@ fn controller_pod(doc: &Value, index: usize) -> Value {
 
 fn fixture_pods() -> Vec<FixturePod> {
     let mut files = Vec::new();
-    yaml_files(Path::new(EXAMPLES), &mut files);
+    common::yaml_files(Path::new(EXAMPLES), &mut files);
     let mut pods = Vec::new();
     for file in files {
         for (origin, doc) in templates(&file) {

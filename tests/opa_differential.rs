@@ -10,6 +10,8 @@
 //! PyPI's opa-golib-python-bindings, installed by .ci/run). A difference fails the test unless it
 //! is listed in `KNOWN` with its reason (and in policies/README.md).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,24 +40,6 @@ const KNOWN: &[(&str, &str, &str, &str)] = &[];
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            yaml_files(&path, out);
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        ) {
-            out.push(path);
-        }
-    }
 }
 
 fn documents(path: &Path) -> Vec<Value> {
@@ -166,7 +150,7 @@ async fn reviews() -> Vec<(String, AdmissionRequest)> {
     );
     let mutator = Mutator::new(&config.mutation, &config.label_prefix, Some(cluster));
     let mut files = Vec::new();
-    yaml_files(&root().join(EXAMPLES), &mut files);
+    common::yaml_files(&root().join(EXAMPLES), &mut files);
     for file in &files {
         for doc in documents(file) {
             let api = doc["apiVersion"].as_str().unwrap_or_default();
@@ -196,7 +180,7 @@ async fn reviews() -> Vec<(String, AdmissionRequest)> {
         }
     }
     let mut samples = Vec::new();
-    yaml_files(&root().join(LIBRARY), &mut samples);
+    common::yaml_files(&root().join(LIBRARY), &mut samples);
     for file in samples.iter().filter(|f| {
         f.components().any(|c| c.as_os_str() == "samples")
             && f.file_name().is_some_and(|n| n != "constraint.yaml")
@@ -302,7 +286,7 @@ fn library_sets() -> Vec<Set> {
             .map(|(i, m)| (format!("{}#{i}", shown(&template)), m))
             .collect();
         let mut constraints = Vec::new();
-        yaml_files(&dir.join("samples"), &mut constraints);
+        common::yaml_files(&dir.join("samples"), &mut constraints);
         for constraint in constraints
             .iter()
             .filter(|p| p.file_name().is_some_and(|n| n == "constraint.yaml"))

@@ -197,3 +197,22 @@ pub fn fixture_docs(relative: &str) -> Vec<Value> {
         .filter(|v| v.is_object())
         .collect()
 }
+
+/// Every `.yaml`/`.yml` file under `dir`, sorted, recursively (fixture trees).
+pub fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+}
