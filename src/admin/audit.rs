@@ -193,3 +193,114 @@ pub fn section(out: &mut String, state: Option<&AuditState>, config: &Config, ha
     }
     out.push_str("</div>");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::background::audit::RoundSummary;
+    use crate::policyreport::{ReportResult, ResourceRef};
+
+    fn state(lease: Option<LeaseState>, round: Option<RoundSummary>) -> AuditState {
+        AuditState {
+            lease_name: "sandbox-admission-audit".into(),
+            holder: "pod-<1>".into(),
+            lease: lease.map(|l| (chrono::DateTime::UNIX_EPOCH, l)),
+            last_round: round,
+        }
+    }
+
+    fn render(state: Option<&AuditState>, config: &Config, has_cluster: bool) -> String {
+        let mut out = String::new();
+        section(&mut out, state, config, has_cluster);
+        out
+    }
+
+    #[test]
+    fn says_plainly_when_no_audit_runs_and_why() {
+        let mut config = Config::embedded().unwrap();
+        assert!(render(None, &config, true).contains("audit.enabled is false (serve --audit)"));
+        config.audit.enabled = true;
+        assert!(render(None, &config, false).contains("it needs cluster access"));
+        let waiting = render(Some(&state(None, None)), &config, true);
+        assert!(
+            waiting.contains("its first round has not run yet"),
+            "{waiting}"
+        );
+        assert!(waiting.contains("pod-&lt;1&gt;"), "{waiting}");
+    }
+
+    #[test]
+    fn a_lease_error_and_a_lost_lease_are_shown_escaped() {
+        let config = Config::embedded().unwrap();
+        let error = render(
+            Some(&state(Some(LeaseState::Error("<b>403</b>".into())), None)),
+            &config,
+            true,
+        );
+        assert!(error.contains("class=\"err\""), "{error}");
+        assert!(error.contains("&lt;b&gt;403&lt;/b&gt;"), "{error}");
+        assert!(!error.contains("<b>"), "{error}");
+
+        let round = RoundSummary {
+            finished: chrono::DateTime::UNIX_EPOCH,
+            duration: Duration::from_millis(12),
+            judged: 1,
+            skipped: 0,
+            applied: 0,
+            failed: vec![("team-<a>".into(), "409 \"conflict\"".into())],
+            namespaces: vec![NamespaceSummary {
+                namespace: String::new(),
+                summary: Summary {
+                    fail: 1,
+                    ..Summary::default()
+                },
+                policies: BTreeMap::from([(
+                    "p<x>".to_owned(),
+                    Summary {
+                        fail: 1,
+                        ..Summary::default()
+                    },
+                )]),
+                results: vec![ReportResult {
+                    source: None,
+                    policy: "p<x>".into(),
+                    result: "fail".into(),
+                    message: Some("m & <i>".into()),
+                    scored: None,
+                    timestamp: None,
+                    resources: vec![ResourceRef {
+                        kind: "Namespace".into(),
+                        name: "n\"1".into(),
+                        ..ResourceRef::default()
+                    }],
+                    properties: BTreeMap::new(),
+                }],
+            }],
+        };
+        let lost = render(
+            Some(&state(Some(LeaseState::HeldElsewhere), Some(round))),
+            &config,
+            true,
+        );
+        assert!(
+            lost.contains("Another replica holds the audit Lease"),
+            "{lost}"
+        );
+        assert!(lost.contains("Its last round by this replica"), "{lost}");
+        assert!(
+            lost.contains("<td>team-&lt;a&gt;</td><td class=\"err\">409 &quot;conflict&quot;</td>"),
+            "{lost}"
+        );
+        assert!(lost.contains("<td>(cluster-scoped)</td>"), "{lost}");
+        assert!(lost.contains("<td>p&lt;x&gt;</td>"), "{lost}");
+        assert!(lost.contains("Namespace n&quot;1"), "{lost}");
+        assert!(lost.contains("m &amp; &lt;i&gt;"), "{lost}");
+        assert!(
+            !lost.contains("<i>") && !lost.contains("<x>") && !lost.contains("<a>"),
+            "{lost}"
+        );
+    }
+}

@@ -455,3 +455,51 @@ impl Auditor {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Action, PolicyHit};
+
+    #[test]
+    fn policy_counts_count_every_violation_as_the_report_does() {
+        let judged = |ns: &str, hits: Vec<(&str, Action, &str)>| Judged {
+            resource: ResourceRef {
+                namespace: ns.into(),
+                ..ResourceRef::default()
+            },
+            hits: hits
+                .into_iter()
+                .map(|(p, action, m)| PolicyHit {
+                    policy: p.into(),
+                    action,
+                    message: m.into(),
+                })
+                .collect(),
+        };
+        let failed = "policy evaluation failed, refused (fail closed): boom";
+        let counts = policy_counts(&[
+            judged(
+                "a",
+                vec![("p", Action::Deny, "x"), ("w", Action::Warn, "y")],
+            ),
+            judged(
+                "a",
+                vec![("p", Action::Dryrun, "x"), ("p", Action::Deny, failed)],
+            ),
+            judged("b", vec![]),
+            judged("", vec![("w", Action::Warn, "z")]),
+        ]);
+        assert_eq!(
+            counts["a"]["p"],
+            Summary {
+                fail: 2,
+                error: 1,
+                ..Summary::default()
+            }
+        );
+        assert_eq!(counts["a"]["w"].warn, 1);
+        assert_eq!(counts[""]["w"].warn, 1);
+        assert!(!counts.contains_key("b"), "no violations, no policy rows");
+    }
+}
