@@ -331,3 +331,21 @@ z contains k if { some k, _ in lib }
         both(rego, false, rule, present.clone(), when_present);
     }
 }
+
+/// Patch 13: a set of objects is iterated over a snapshot of its elements; the order, keys and
+/// `every` are unchanged (values from OPA v1).
+#[test]
+fn rvm_iterates_a_set_of_objects_in_order() {
+    let rego = r#"package s
+items contains {"a": 2, "n": input.n}
+items contains {"a": 1}
+items contains {"b": [3]}
+out := [x | some x in items]
+keys := [k | some k, _ in items]
+every_ok if { every x in items { count(x) > 0 } }
+"#;
+    let sorted = json!([{"a": 1}, {"a": 2, "n": 5}, {"b": [3]}]);
+    both(rego, false, "data.s.out", json!({"n": 5}), sorted.clone());
+    both(rego, false, "data.s.keys", json!({"n": 5}), sorted);
+    both(rego, false, "data.s.every_ok", json!({"n": 5}), json!(true));
+}

@@ -159,10 +159,8 @@ impl PolicySet {
             match (&policy.separate, &verdicts) {
                 (Some(params), _) => hits.extend(self.evaluate_separate(&input, policy, params)),
                 (None, Some(Ok(verdicts))) => {
-                    hits.extend(hits_of(
-                        policy,
-                        &verdicts[&regorus::Value::from(i.to_string())],
-                    ));
+                    let verdict = verdicts[&regorus::Value::from(i.to_string())].clone();
+                    hits.extend(hits_of(policy, &as_list(verdict)));
                 }
                 (None, _) => hits.extend(self.evaluate_one(&input, policy)),
             }

@@ -49,8 +49,6 @@ pub struct Policy {
     /// evaluation failure on this policy, and by the load probe).
     pub(super) statement: String,
     pub(super) binding: String,
-    /// The comprehension body yielding each violation as `v`, for the verdicts module.
-    violations: String,
     /// Its `violation` rule (`data.sandbox.example.violation`).
     pub(super) rule: String,
     /// For a policy whose module reads `input.parameters` as written (a Gatekeeper template with
@@ -361,7 +359,6 @@ impl PolicySet {
                 package: package.clone(),
                 statement,
                 binding,
-                violations,
                 rule: format!("{package}.violation"),
                 separate,
             });
@@ -601,9 +598,12 @@ fn verdicts_module(policies: &[Policy]) -> (String, EntryRules) {
         if policy.separate.is_some() {
             continue;
         }
+        // The rule's own value (a set), not a comprehension over it: iterating a set of
+        // violation objects in the VM compares each element with its neighbours in the tree,
+        // deep objects included; the set is turned into a list once, natively (`as_list`).
         text.push_str(&format!(
-            "p{i} := [v |\n\tinput.{RUN_KEY}[\"{i}\"]\n\t{}\n]\n",
-            policy.violations
+            "default p{i} := []\n\np{i} := {} if input.{RUN_KEY}[\"{i}\"]\n",
+            policy.rule
         ));
         all.push(i);
         for k in &policy.meta.kinds {

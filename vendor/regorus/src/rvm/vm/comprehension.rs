@@ -61,8 +61,10 @@ impl RegoVM {
                     if set.is_empty() {
                         None
                     } else {
-                        let cursor = set.cursor();
-                        Some(IterationState::Set { items: set, cursor })
+                        Some(IterationState::Set {
+                            items: crate::Rc::new(set.iter().cloned().collect()),
+                            index: 0,
+                        })
                     }
                 }
                 Value::Undefined => None,
@@ -144,8 +146,10 @@ impl RegoVM {
                     if set.is_empty() {
                         None
                     } else {
-                        let cursor = set.cursor();
-                        Some(IterationState::Set { items: set, cursor })
+                        Some(IterationState::Set {
+                            items: crate::Rc::new(set.iter().cloned().collect()),
+                            index: 0,
+                        })
                     }
                 }
                 Value::Undefined => None,

@@ -2,7 +2,7 @@
 // Licensed under the MIT License.
 
 use crate::rvm::instructions::{ComprehensionMode, LoopMode};
-use crate::value::{Array, Object, ObjectCursor, Set, SetCursor};
+use crate::value::{Array, Object, ObjectCursor, Value};
 use crate::Rc;
 
 /// Loop execution context for managing iteration state
@@ -41,9 +41,13 @@ pub enum IterationState {
         obj: Rc<Object>,
         cursor: ObjectCursor,
     },
+    /// sandbox-admission patch 13: a set is iterated over a snapshot of its elements (shared
+    /// values, one allocation) by index. Resuming a cursor searched the tree from the last
+    /// element, comparing it with its neighbours: deep comparisons of whole objects on every
+    /// step when the elements are objects (violations, containers).
     Set {
-        items: Rc<Set>,
-        cursor: SetCursor,
+        items: Rc<alloc::vec::Vec<Value>>,
+        index: usize,
     },
     /// Virtual single-element iteration for non-collection values.
     /// Used by Azure Policy's `[*]` on scalar/null fields: presents a single
@@ -72,7 +76,9 @@ impl IterationState {
             // when it pulls the next item via `Object::next`, so `advance`
             // is a no-op for the cursor-backed Object variant.
             Self::Object { .. } => {}
-            Self::Set { .. } => {}
+            Self::Set { ref mut index, .. } => {
+                *index = index.saturating_add(1);
+            }
             Self::Single {
                 ref mut consumed, ..
             } => {

@@ -458,10 +458,9 @@ impl RegoVM {
                     self.handle_empty_collection(mode, params.result_reg, params.loop_end)?;
                     return Ok(None);
                 }
-                let cursor = set.cursor();
                 Ok(Some(IterationState::Set {
-                    items: set.clone(),
-                    cursor,
+                    items: Rc::new(set.iter().cloned().collect()),
+                    index: 0,
                 }))
             }
             _ => {
@@ -551,9 +550,9 @@ impl RegoVM {
             }
             IterationState::Set {
                 ref items,
-                ref mut cursor,
+                ref index,
             } => {
-                if let Some(item) = items.next(cursor) {
+                if let Some(item) = items.get(*index) {
                     if key_reg != value_reg {
                         self.set_register(key_reg, item.clone())?;
                     }
