@@ -7,10 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
@@ -117,7 +120,8 @@ struct Header {
     dry_run: Option<bool>,
 }
 
-/// One admission request, decoded. `raw` is the `request` member exactly as received.
+/// One admission request, decoded. [`AdmissionRequest::raw`] is the `request` member exactly as
+/// received.
 #[derive(Debug, Clone)]
 pub struct AdmissionRequest {
     pub uid: String,
@@ -129,17 +133,92 @@ pub struct AdmissionRequest {
     pub operation: Operation,
     pub user_info: UserInfo,
     pub dry_run: bool,
-    pub raw: Value,
+    json: RequestJson,
+}
+
+/// The `request` member. Built from a value, that is all it holds; decoded from a body, the
+/// header members are values and `object`/`oldObject` stay text until [`AdmissionRequest::raw`]
+/// builds the whole value (once).
+#[derive(Debug, Clone, Default)]
+struct RequestJson {
+    value: OnceLock<Value>,
+    header: Map<String, Value>,
+    object: Option<Box<RawValue>>,
+    old_object: Option<Box<RawValue>>,
+}
+
+/// An object of a request as it is at hand: the JSON text it arrived as, or a value.
+#[derive(Debug, Clone, Copy)]
+pub enum ObjectJson<'a> {
+    Text(&'a RawValue),
+    Value(&'a Value),
+}
+
+/// What a request member holds, for the shape checks (before any value is built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    Absent,
+    Null,
+    Object,
+    Other,
+}
+
+impl Member {
+    fn of_value(v: Option<&Value>) -> Member {
+        match v {
+            None => Member::Absent,
+            Some(Value::Null) => Member::Null,
+            Some(Value::Object(_)) => Member::Object,
+            Some(_) => Member::Other,
+        }
+    }
+
+    fn of_text(v: Option<&RawValue>) -> Member {
+        match v.map(|t| t.get().trim_start().as_bytes().first()) {
+            None => Member::Absent,
+            Some(Some(b'n')) => Member::Null,
+            Some(Some(b'{')) => Member::Object,
+            Some(_) => Member::Other,
+        }
+    }
 }
 
 impl AdmissionRequest {
+    /// The `request` member as received (built on first use when decoded from a body).
+    pub fn raw(&self) -> &Value {
+        self.json.value.get_or_init(|| {
+            let mut map = self.json.header.clone();
+            for (field, text) in [
+                ("object", &self.json.object),
+                ("oldObject", &self.json.old_object),
+            ] {
+                if let Some(text) = text {
+                    // Already parsed once as valid JSON when the body was decoded.
+                    let value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
+                    map.insert(field.to_owned(), value);
+                }
+            }
+            Value::Object(map)
+        })
+    }
+
     /// The object being admitted (absent on DELETE).
     pub fn object(&self) -> Option<&Value> {
-        self.raw.get("object").filter(|v| !v.is_null())
+        self.raw().get("object").filter(|v| !v.is_null())
     }
 
     pub fn old_object(&self) -> Option<&Value> {
-        self.raw.get("oldObject").filter(|v| !v.is_null())
+        self.raw().get("oldObject").filter(|v| !v.is_null())
+    }
+
+    /// The object being admitted without building it: its text when it was decoded from a body
+    /// and nothing has needed it as a value yet, else the value.
+    pub fn object_json(&self) -> Option<ObjectJson<'_>> {
+        match (self.json.value.get(), &self.json.object) {
+            (None, Some(text)) => (Member::of_text(Some(text)) != Member::Null)
+                .then_some(ObjectJson::Text(text)),
+            _ => self.object().map(ObjectJson::Value),
+        }
     }
 
     /// `namespace/name`, or just `name` for cluster-scoped objects; generated names read from the object.
@@ -160,46 +239,206 @@ impl AdmissionRequest {
         }
     }
 
-    /// Build a request from its JSON (the `request` member). Used by decoding and by offline review.
+    /// Build a request from its JSON (the `request` member). Used by offline review and tools.
     pub fn from_value(raw: Value) -> Result<Self, DecodeError> {
         let Value::Object(map) = &raw else {
             return Err(DecodeError::MissingRequest);
         };
-        let uid = match map.get("uid") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(DecodeError::MissingUid),
+        let members = [
+            Member::of_value(map.get("object")),
+            Member::of_value(map.get("oldObject")),
+        ];
+        let header = read_header(&raw, members)?;
+        Ok(header.with(RequestJson {
+            value: OnceLock::from(raw),
+            ..Default::default()
+        }))
+    }
+
+    /// Build a request from the `request` member of a body, its `object` and `oldObject` left
+    /// as text.
+    fn from_parts(parts: Parts) -> Result<Self, DecodeError> {
+        let members = [
+            Member::of_text(parts.object.as_deref()),
+            Member::of_text(parts.old_object.as_deref()),
+        ];
+        let header_value = Value::Object(parts.header);
+        let header = read_header(&header_value, members)?;
+        let Value::Object(map) = header_value else {
+            return Err(DecodeError::MissingRequest);
         };
-        let bad = |detail: String| DecodeError::BadRequest {
-            uid: uid.clone(),
-            detail,
-        };
-        let header = Header::deserialize(&raw).map_err(|e| bad(e.to_string()))?;
-        for field in ["object", "oldObject"] {
-            match map.get(field) {
-                None | Some(Value::Null) | Some(Value::Object(_)) => {}
-                Some(_) => return Err(bad(format!("`{field}` must be a JSON object"))),
+        Ok(header.with(RequestJson {
+            value: OnceLock::new(),
+            header: map,
+            object: parts.object,
+            old_object: parts.old_object,
+        }))
+    }
+}
+
+/// The checked header of a request, before its JSON is attached.
+struct CheckedHeader(Header);
+
+impl CheckedHeader {
+    fn with(self, json: RequestJson) -> AdmissionRequest {
+        let h = self.0;
+        AdmissionRequest {
+            uid: h.uid,
+            kind: h.kind,
+            resource: h.resource,
+            sub_resource: h.sub_resource.filter(|s| !s.is_empty()),
+            name: h.name.unwrap_or_default(),
+            namespace: h.namespace.unwrap_or_default(),
+            operation: h.operation,
+            user_info: h.user_info,
+            dry_run: h.dry_run.unwrap_or(false),
+            json,
+        }
+    }
+}
+
+/// The typed header of `raw` (the request's members; `object` and `oldObject` may be left out,
+/// their shapes given as `members`), with the checks every request must pass.
+fn read_header(raw: &Value, members: [Member; 2]) -> Result<CheckedHeader, DecodeError> {
+    let Value::Object(map) = raw else {
+        return Err(DecodeError::MissingRequest);
+    };
+    let uid = match map.get("uid") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return Err(DecodeError::MissingUid),
+    };
+    let bad = |detail: String| DecodeError::BadRequest {
+        uid: uid.clone(),
+        detail,
+    };
+    let header = Header::deserialize(raw).map_err(|e| bad(e.to_string()))?;
+    for (field, member) in ["object", "oldObject"].into_iter().zip(members) {
+        if member == Member::Other {
+            return Err(bad(format!("`{field}` must be a JSON object")));
+        }
+    }
+    if matches!(header.operation, Operation::Create | Operation::Update)
+        && members[0] != Member::Object
+    {
+        return Err(bad(format!(
+            "{} request carries no `object`",
+            header.operation
+        )));
+    }
+    Ok(CheckedHeader(header))
+}
+
+/// A `request` member split into its header (values) and its objects (text).
+struct Parts {
+    header: Map<String, Value>,
+    object: Option<Box<RawValue>>,
+    old_object: Option<Box<RawValue>>,
+}
+
+/// The `request` member of a review: an object split into [`Parts`], or anything else.
+enum RequestMember {
+    Object(Parts),
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for RequestMember {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RequestVisitor;
+        impl<'de> Visitor<'de> for RequestVisitor {
+            type Value = RequestMember;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an AdmissionRequest")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RequestMember, A::Error> {
+                let mut parts = Parts {
+                    header: Map::new(),
+                    object: None,
+                    old_object: None,
+                };
+                // A member given twice counts once, the last, as when the whole is a value.
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "object" => parts.object = Some(map.next_value()?),
+                        "oldObject" => parts.old_object = Some(map.next_value()?),
+                        _ => {
+                            let value = map.next_value()?;
+                            parts.header.insert(key, value);
+                        }
+                    }
+                }
+                Ok(RequestMember::Object(parts))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RequestMember, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(RequestMember::NotAnObject)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<RequestMember, E> {
+                Ok(RequestMember::NotAnObject)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<RequestMember, E> {
+                Ok(RequestMember::NotAnObject)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<RequestMember, E> {
+                Ok(RequestMember::NotAnObject)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<RequestMember, E> {
+                Ok(RequestMember::NotAnObject)
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<RequestMember, E> {
+                Ok(RequestMember::NotAnObject)
+            }
+
+            fn visit_unit<E>(self) -> Result<RequestMember, E> {
+                Ok(RequestMember::NotAnObject)
             }
         }
-        if matches!(header.operation, Operation::Create | Operation::Update)
-            && !matches!(map.get("object"), Some(Value::Object(_)))
-        {
-            return Err(bad(format!(
-                "{} request carries no `object`",
-                header.operation
-            )));
+        d.deserialize_any(RequestVisitor)
+    }
+}
+
+/// The envelope of a review, read in one pass: `apiVersion` and `kind` as values, the
+/// request split, any other member skipped.
+#[derive(Default)]
+struct Envelope {
+    api_version: Option<Value>,
+    kind: Option<Value>,
+    request: Option<RequestMember>,
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct EnvelopeVisitor;
+        impl<'de> Visitor<'de> for EnvelopeVisitor {
+            type Value = Envelope;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+                let mut e = Envelope::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "apiVersion" => e.api_version = Some(map.next_value()?),
+                        "kind" => e.kind = Some(map.next_value()?),
+                        "request" => e.request = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(e)
+            }
         }
-        Ok(AdmissionRequest {
-            uid: header.uid,
-            kind: header.kind,
-            resource: header.resource,
-            sub_resource: header.sub_resource.filter(|s| !s.is_empty()),
-            name: header.name.unwrap_or_default(),
-            namespace: header.namespace.unwrap_or_default(),
-            operation: header.operation,
-            user_info: header.user_info,
-            dry_run: header.dry_run.unwrap_or(false),
-            raw,
-        })
+        d.deserialize_map(EnvelopeVisitor)
     }
 }
 
@@ -340,27 +579,36 @@ impl AdmissionRequest {
             operation,
             user_info: header.user_info.unwrap_or_default(),
             dry_run: header.dry_run.unwrap_or(false),
-            raw,
+            json: RequestJson {
+                value: OnceLock::from(raw),
+                ..Default::default()
+            },
         })
     }
 }
 
 /// Decode an AdmissionReview v1 body.
+///
+/// The body is checked as JSON whole, in one pass, but only the envelope and the request's
+/// header are built as values; the objects stay text (see the module documentation).
 pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
-    let mut review: Value =
-        serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let Value::Object(map) = &mut review else {
-        return Err(DecodeError::NotAReview(
-            "expected a JSON object at the top level".into(),
-        ));
+    let review: Envelope = match serde_json::from_slice(body) {
+        Ok(review) => review,
+        // Valid JSON, but not an object at the top level.
+        Err(e) if e.is_data() && serde_json::from_slice::<IgnoredAny>(body).is_ok() => {
+            return Err(DecodeError::NotAReview(
+                "expected a JSON object at the top level".into(),
+            ));
+        }
+        Err(e) => return Err(DecodeError::NotJson(e.to_string())),
     };
-    match map.get("apiVersion") {
+    match review.api_version {
         Some(Value::String(v)) if v == API_VERSION => {}
-        Some(Value::String(v)) => return Err(DecodeError::WrongApiVersion(v.clone())),
+        Some(Value::String(v)) => return Err(DecodeError::WrongApiVersion(v)),
         Some(other) => return Err(DecodeError::WrongApiVersion(other.to_string())),
         None => return Err(DecodeError::NotAReview("missing apiVersion".into())),
     }
-    match map.get("kind") {
+    match review.kind {
         Some(Value::String(k)) if k == KIND => {}
         Some(other) => {
             return Err(DecodeError::WrongKind(
@@ -371,8 +619,8 @@ pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
         }
         None => return Err(DecodeError::NotAReview("missing kind".into())),
     }
-    match map.remove("request") {
-        Some(request @ Value::Object(_)) => AdmissionRequest::from_value(request),
+    match review.request {
+        Some(RequestMember::Object(parts)) => AdmissionRequest::from_parts(parts),
         _ => Err(DecodeError::MissingRequest),
     }
 }

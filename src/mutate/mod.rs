@@ -1,9 +1,13 @@
 //! Pod mutation (`/mutate`): puts Sandbox pods into their isolation runtime, hardens them,
 //! labels them for their network profile and for the controller's bookkeeping.
 //!
-//! The pod is edited as the raw JSON the API server sent and the answer is the diff, so fields
-//! this crate does not model survive. Every step only adds what is missing, so running the
-//! mutation on its own output yields an empty patch (safe with `reinvocationPolicy: IfNeeded`).
+//! The pod is read from the JSON the API server sent, keeping only the parts mutation reads or
+//! writes (its *outline*, [`read`]); the steps edit the outline and the answer is the difference
+//! of the outline before and after, which is the patch of the whole pod: fields this crate does
+//! not model are never built, never copied and survive untouched. The in-memory mutation that
+//! validation judges (`effective_pod`) runs the same steps on the same outline and applies that
+//! patch to the whole pod. Every step only adds what is missing, so running the mutation on its
+//! own output yields an empty patch (safe with `reinvocationPolicy: IfNeeded`).
 
 mod bookkeeping;
 mod config;
@@ -11,6 +15,7 @@ mod hardening;
 pub mod labels;
 pub mod network;
 mod patch;
+mod read;
 mod runtime;
 pub mod sandbox_pod;
 mod seal;
@@ -18,11 +23,11 @@ mod seal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission::{AdmissionRequest, Operation};
+use crate::admission::{AdmissionRequest, ObjectJson, Operation};
 use crate::cluster::{ClusterAccess, Ensured, Lookup};
 
 pub use bookkeeping::{
@@ -110,7 +115,7 @@ impl Mutator {
         if !self.config.enabled || !is_pod_create {
             return MutationOutcome::default();
         }
-        match self.mutate_pod(req).await {
+        match self.mutate_pod(req, Utc::now()).await {
             Ok(outcome) => outcome,
             Err(Refusal(message)) => MutationOutcome {
                 denial: Some(format!("[mutation] {message}")),
@@ -119,11 +124,17 @@ impl Mutator {
         }
     }
 
-    async fn mutate_pod(&self, req: &AdmissionRequest) -> Result<MutationOutcome, Refusal> {
+    async fn mutate_pod(
+        &self,
+        req: &AdmissionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<MutationOutcome, Refusal> {
         let object = req
-            .object()
+            .object_json()
             .ok_or_else(|| Refusal::new("CREATE Pod request carries no object"))?;
-        let pod = PodHead::deserialize(object)
+        let outline = read::read(object)
+            .map_err(|e| Refusal::new(format!("the pod cannot be read: {e}")))?;
+        let pod = PodHead::deserialize(&outline)
             .map_err(|e| Refusal::new(format!("the pod cannot be read as a v1 Pod: {e}")))?;
         let namespace = if req.namespace.is_empty() {
             pod.metadata.namespace.clone().unwrap_or_default()
@@ -147,7 +158,7 @@ impl Mutator {
         };
         let enforced = known_ns_labels.is_some();
         let (mutated, mut out, network) = self
-            .apply(object, &pod, &identity, &namespace, known_ns_labels)
+            .apply(&outline, &pod, &identity, &namespace, known_ns_labels, now)
             .await?;
         if enforced {
             out.audit_annotations
@@ -158,7 +169,7 @@ impl Mutator {
             self.ensure_network_policy(req, &namespace, name, profile, &mut out)
                 .await?;
         }
-        out.patch = patch::diff(object, &mutated);
+        out.patch = patch::diff(&outline, &mutated);
         Ok(out)
     }
 
@@ -202,25 +213,32 @@ impl Mutator {
         }
         let pod =
             sandbox_pod::controller_pod(req, object, template, owner == TemplateOwner::Template)?;
-        let head = PodHead::deserialize(&pod)
+        let outline = read::read(ObjectJson::Value(&pod))
+            .map_err(|e| Refusal::new(format!("the controller's pod cannot be read: {e}")))?;
+        let head = PodHead::deserialize(&outline)
             .map_err(|e| Refusal::new(format!("spec.podTemplate.metadata cannot be read: {e}")))?;
         let identity = sandbox_pod::identify(&head.metadata)
             .ok_or_else(|| Refusal::new("the controller's pod would not be a Sandbox pod"))?;
         let namespace = req.namespace.clone();
-        let (mutated, out, _) = self.apply(&pod, &head, &identity, &namespace, None).await?;
-        let defaulted = patch::diff(&pod, &mutated)
-            .iter()
-            .map(|op| op.path().to_string())
-            .collect();
+        let (mutated, out, _) = self
+            .apply(&outline, &head, &identity, &namespace, None, Utc::now())
+            .await?;
+        // The same patch `/mutate` would answer, applied to the whole pod.
+        let ops = patch::diff(&outline, &mutated);
+        let mut pod = pod;
+        json_patch::patch(&mut pod, &ops)
+            .map_err(|e| Refusal::new(format!("the mutation does not apply to the pod: {e}")))?;
+        let defaulted = ops.iter().map(|op| op.path().to_string()).collect();
         Ok(EffectivePod {
-            pod: mutated,
+            pod,
             defaulted,
             mutations: out.mutations,
             warnings: out.warnings,
         })
     }
 
-    /// Every in-memory step of the mutation on `object` (a Sandbox pod), in order: runtime,
+    /// Every in-memory step of the mutation on `object` (a Sandbox pod's outline, or the whole
+    /// pod: the steps read and write only what the outline keeps), in order: runtime,
     /// hardening, bookkeeping. Returns the mutated copy, what was done, and the network profile
     /// whose NetworkPolicy the caller may apply.
     async fn apply(
@@ -230,6 +248,7 @@ impl Mutator {
         identity: &sandbox_pod::SandboxIdentity,
         namespace: &str,
         known_ns_labels: Option<BTreeMap<String, String>>,
+        now: DateTime<Utc>,
     ) -> Result<(Value, MutationOutcome, String), Refusal> {
         let runtime_key = format!("{}runtime", self.prefix);
         let network_key = network::profile_label_key(&self.prefix);
@@ -289,7 +308,7 @@ impl Mutator {
                 runtime_profile: runtime_label,
                 network_profile: network_name,
                 idle_timeout: &self.config.idle_timeout,
-                now: Utc::now(),
+                now,
                 seal: &self.seal,
                 pod: PodRef {
                     namespace,
