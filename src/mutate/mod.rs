@@ -35,6 +35,7 @@ pub use bookkeeping::{
 };
 pub use config::{HardeningConfig, MutationConfig, NetworkProfile, OnFailure, RuntimeProfile};
 pub use patch::Refusal;
+use patch::Touched;
 pub use seal::Seal;
 
 use bookkeeping::{Bookkeeping, PodRef};
@@ -157,7 +158,7 @@ impl Mutator {
             }
         };
         let enforced = known_ns_labels.is_some();
-        let (mutated, mut out, network) = self
+        let (_, patch, mut out, network) = self
             .apply(&outline, &pod, &identity, &namespace, known_ns_labels, now)
             .await?;
         if enforced {
@@ -169,7 +170,7 @@ impl Mutator {
             self.ensure_network_policy(req, &namespace, name, profile, &mut out)
                 .await?;
         }
-        out.patch = patch::diff(&outline, &mutated);
+        out.patch = patch;
         Ok(out)
     }
 
@@ -220,11 +221,10 @@ impl Mutator {
         let identity = sandbox_pod::identify(&head.metadata)
             .ok_or_else(|| Refusal::new("the controller's pod would not be a Sandbox pod"))?;
         let namespace = req.namespace.clone();
-        let (mutated, out, _) = self
+        let (_, ops, out, _) = self
             .apply(&outline, &head, &identity, &namespace, None, Utc::now())
             .await?;
         // The same patch `/mutate` would answer, applied to the whole pod.
-        let ops = patch::diff(&outline, &mutated);
         let mut pod = pod;
         json_patch::patch(&mut pod, &ops)
             .map_err(|e| Refusal::new(format!("the mutation does not apply to the pod: {e}")))?;
@@ -239,8 +239,9 @@ impl Mutator {
 
     /// Every in-memory step of the mutation on `object` (a Sandbox pod's outline, or the whole
     /// pod: the steps read and write only what the outline keeps), in order: runtime,
-    /// hardening, bookkeeping. Returns the mutated copy, what was done, and the network profile
-    /// whose NetworkPolicy the caller may apply.
+    /// hardening, bookkeeping. Returns the mutated copy, the patch from `object` to it (built
+    /// from the places each step set), what was done, and the network profile whose
+    /// NetworkPolicy the caller may apply.
     async fn apply(
         &self,
         object: &Value,
@@ -249,7 +250,7 @@ impl Mutator {
         namespace: &str,
         known_ns_labels: Option<BTreeMap<String, String>>,
         now: DateTime<Utc>,
-    ) -> Result<(Value, MutationOutcome, String), Refusal> {
+    ) -> Result<(Value, Vec<json_patch::PatchOperation>, MutationOutcome, String), Refusal> {
         let runtime_key = format!("{}runtime", self.prefix);
         let network_key = network::profile_label_key(&self.prefix);
         let annotation = |key: &str| {
@@ -272,6 +273,7 @@ impl Mutator {
 
         let mut out = MutationOutcome::default();
         let mut mutated = object.clone();
+        let mut touched = Touched::default();
 
         let (runtime_name, profile, source) = runtime::choose(
             "runtime",
@@ -282,7 +284,13 @@ impl Mutator {
             &self.config.runtimes,
         )?;
         let runtime_label = self
-            .set_runtime(pod, &mut mutated, (runtime_name, profile, source), &mut out)
+            .set_runtime(
+                pod,
+                &mut mutated,
+                (runtime_name, profile, source),
+                &mut out,
+                &mut touched,
+            )
             .await?;
 
         hardening::harden(
@@ -290,6 +298,7 @@ impl Mutator {
             &self.config.hardening,
             &mut out.mutations,
             &mut out.warnings,
+            &mut touched,
         )?;
 
         let (network_name, _, _) = runtime::choose(
@@ -318,13 +327,16 @@ impl Mutator {
             },
             &mut out.mutations,
         )?;
+        touched.mark(&["metadata", "labels"]);
+        touched.mark(&["metadata", "annotations"]);
         patch::prune_created_empty(object, &mut mutated);
+        let ops = patch::diff_touched(object, &mutated, &touched);
 
         out.audit_annotations
             .insert("runtime".into(), runtime_label.unwrap_or("none").into());
         out.audit_annotations
             .insert("network-profile".into(), network_name.into());
-        Ok((mutated, out, network_name.to_owned()))
+        Ok((mutated, ops, out, network_name.to_owned()))
     }
 
     /// The RuntimeClasses of the configured profiles, class name → (profile, handler): every
@@ -379,6 +391,7 @@ impl Mutator {
         mutated: &mut Value,
         (name, profile, source): (&'a str, &'a RuntimeProfile, Source),
         out: &mut MutationOutcome,
+        touched: &mut Touched,
     ) -> Result<Option<&'a str>, Refusal> {
         let class = profile.runtime_class_name.as_str();
         let existing = pod
@@ -439,6 +452,9 @@ impl Mutator {
             },
         };
         let spec = patch::spec(mutated)?;
+        for field in ["runtimeClassName", "nodeSelector", "overhead", "tolerations"] {
+            touched.mark(&["spec", field]);
+        }
         spec.insert("runtimeClassName".into(), Value::String(class.to_owned()));
         out.mutations.push(format!("runtimeClassName={class}"));
         runtime::apply_placement(spec, &placement, class, &mut out.mutations)?;

@@ -199,10 +199,13 @@ async fn whole_pod_patch(
     let object = req.object().unwrap();
     let head = PodHead::deserialize(object).unwrap();
     let identity = sandbox_pod::identify(&head.metadata).unwrap();
-    let (mutated, _, _) = m
+    let (mutated, touched_only, _, _) = m
         .apply(object, &head, &identity, &req.namespace, None, now)
         .await?;
-    Ok((json_patch::diff(object, &mutated).0, mutated))
+    let whole = json_patch::diff(object, &mutated).0;
+    // Walking only what the steps marked gives the whole diff on the whole pod too.
+    assert_eq!(touched_only, whole, "the steps left a change unmarked");
+    Ok((whole, mutated))
 }
 
 async fn check(m: &Mutator, what: &str) -> usize {
