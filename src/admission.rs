@@ -657,31 +657,6 @@ pub fn clip_warning(text: &str) -> String {
     out
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireResponse<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a Status>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    warnings: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    audit_annotations: &'a BTreeMap<String, String>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct WireReview<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: WireResponse<'a>,
-}
-
 impl Response {
     pub fn allow(uid: impl Into<String>) -> Self {
         Response {
@@ -708,39 +683,99 @@ impl Response {
         if self.patch.is_empty() {
             return None;
         }
-        let json = serde_json::to_vec(&self.patch).ok()?;
-        Some(base64::engine::general_purpose::STANDARD.encode(json))
+        let mut out = Vec::new();
+        write_patch_base64(&mut out, &self.patch).ok()?;
+        String::from_utf8(out).ok()
     }
 
     /// Encode as an AdmissionReview v1 JSON body.
     pub fn to_review_json(&self) -> Vec<u8> {
-        // A patch on a refusal is meaningless and the API server rejects it.
-        let patch = if self.allowed {
-            self.patch_base64()
+        // Serialising plain strings, bools and maps of strings into memory cannot fail.
+        self.write_review().unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The body, written member by member: the patch goes through the base64 encoder straight
+    /// into the body (its alphabet needs no JSON escaping, so it is not scanned again), and the
+    /// rest through serde_json.
+    fn write_review(&self) -> std::io::Result<Vec<u8>> {
+        use std::io::Write as _;
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"apiVersion\":\"");
+        out.extend_from_slice(API_VERSION.as_bytes());
+        out.extend_from_slice(b"\",\"kind\":\"");
+        out.extend_from_slice(KIND.as_bytes());
+        out.extend_from_slice(b"\",\"response\":{\"uid\":");
+        serde_json::to_writer(&mut out, &self.uid)?;
+        out.extend_from_slice(if self.allowed {
+            b",\"allowed\":true"
         } else {
-            None
-        };
-        let wire = WireReview {
-            api_version: API_VERSION,
-            kind: KIND,
-            response: WireResponse {
-                uid: &self.uid,
-                allowed: self.allowed,
-                status: self.status.as_ref(),
-                patch_type: patch.as_ref().map(|_| "JSONPatch"),
-                patch,
-                warnings: self.warnings.iter().map(|w| clip_warning(w)).collect(),
-                audit_annotations: &self.audit_annotations,
-            },
-        };
-        // Serialising plain strings, bools and maps of strings cannot fail.
-        serde_json::to_vec(&wire).unwrap_or_else(|_| b"{}".to_vec())
+            b",\"allowed\":false"
+        });
+        if let Some(status) = &self.status {
+            out.extend_from_slice(b",\"status\":");
+            serde_json::to_writer(&mut out, status)?;
+        }
+        // A patch on a refusal is meaningless and the API server rejects it.
+        if self.allowed && !self.patch.is_empty() {
+            out.extend_from_slice(b",\"patch\":\"");
+            write_patch_base64(&mut out, &self.patch)?;
+            out.extend_from_slice(b"\",\"patchType\":\"JSONPatch\"");
+        }
+        if !self.warnings.is_empty() {
+            let warnings: Vec<String> = self.warnings.iter().map(|w| clip_warning(w)).collect();
+            out.extend_from_slice(b",\"warnings\":");
+            serde_json::to_writer(&mut out, &warnings)?;
+        }
+        if !self.audit_annotations.is_empty() {
+            out.extend_from_slice(b",\"auditAnnotations\":");
+            serde_json::to_writer(&mut out, &self.audit_annotations)?;
+        }
+        out.write_all(b"}}")?;
+        Ok(out)
     }
 
     /// The same answer as a JSON value (for `review -o json` and tests).
     pub fn to_review_value(&self) -> Value {
         serde_json::from_slice(&self.to_review_json()).unwrap_or(Value::Null)
     }
+}
+
+/// The RFC 6902 array as JSON, base64-encoded (standard alphabet, padded) onto `out`.
+///
+/// The operations this webhook makes (add, replace, remove) are written directly; json-patch's
+/// derived `Serialize` (an internally tagged enum) is used for any other.
+fn write_patch_base64(out: &mut Vec<u8>, ops: &[json_patch::PatchOperation]) -> std::io::Result<()> {
+    use json_patch::PatchOperation;
+    use std::io::Write as _;
+    let mut w =
+        base64::write::EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
+    w.write_all(b"[")?;
+    for (i, op) in ops.iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        let (name, path, value) = match op {
+            PatchOperation::Add(a) => ("add", &a.path, Some(&a.value)),
+            PatchOperation::Replace(r) => ("replace", &r.path, Some(&r.value)),
+            PatchOperation::Remove(r) => ("remove", &r.path, None),
+            other => {
+                serde_json::to_writer(&mut w, other)?;
+                continue;
+            }
+        };
+        w.write_all(b"{\"op\":\"")?;
+        w.write_all(name.as_bytes())?;
+        w.write_all(b"\",\"path\":")?;
+        serde_json::to_writer(&mut w, path.as_str())?;
+        if let Some(value) = value {
+            w.write_all(b",\"value\":")?;
+            serde_json::to_writer(&mut w, value)?;
+        }
+        w.write_all(b"}")?;
+    }
+    w.write_all(b"]")?;
+    w.finish()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -826,6 +861,44 @@ mod tests {
         let mut doc = json!({"metadata": {"labels": {}}});
         json_patch::patch(&mut doc, &ops).unwrap();
         assert_eq!(doc["metadata"]["labels"]["a/b"], "x");
+    }
+
+    #[test]
+    fn written_body_is_the_serialised_answer() {
+        let mut resp = Response::allow("u\"1");
+        let ops = json!([
+            {"op": "add", "path": "/metadata/labels/a~1b", "value": "x\n\u{e9}"},
+            {"op": "replace", "path": "/spec/x", "value": {"k": [1, null, true]}},
+            {"op": "remove", "path": "/spec/y"},
+            {"op": "test", "path": "/spec/z", "value": 2},
+            {"op": "move", "from": "/a", "path": "/b"}
+        ]);
+        resp.patch = serde_json::from_value(ops.clone()).unwrap();
+        resp.warnings = vec!["w".repeat(130), "short".into()];
+        resp.audit_annotations
+            .insert("mutations".into(), "a, b=\"c\"".into());
+        let wire: Value = serde_json::from_slice(&resp.to_review_json()).unwrap();
+        let b64 = wire["response"]["patch"].as_str().unwrap();
+        // The bytes json-patch's own serialisation gives.
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+            serde_json::to_vec(&resp.patch).unwrap()
+        );
+        assert_eq!(resp.patch_base64().as_deref(), Some(b64));
+        assert_eq!(
+            wire,
+            json!({"apiVersion": API_VERSION, "kind": KIND, "response": {
+                "uid": "u\"1", "allowed": true, "patch": b64, "patchType": "JSONPatch",
+                "warnings": [clip_warning(&"w".repeat(130)), "short"],
+                "auditAnnotations": {"mutations": "a, b=\"c\""}}})
+        );
+        let denied = Response::deny("u", 403, "[p] \"no\"");
+        let wire: Value = serde_json::from_slice(&denied.to_review_json()).unwrap();
+        assert_eq!(
+            wire,
+            json!({"apiVersion": API_VERSION, "kind": KIND, "response": {
+                "uid": "u", "allowed": false, "status": {"code": 403, "message": "[p] \"no\""}}})
+        );
     }
 
     #[test]
