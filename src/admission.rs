@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-use base64::Engine as _;
 use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
@@ -193,7 +192,8 @@ impl AdmissionRequest {
                 ("oldObject", &self.json.old_object),
             ] {
                 if let Some(text) = text {
-                    // Already parsed once as valid JSON when the body was decoded.
+                    // Checked as JSON, and nested well within serde_json's limit, when the body
+                    // was decoded: this parse cannot fail.
                     let value = serde_json::from_str(text.get()).unwrap_or(Value::Null);
                     map.insert(field.to_owned(), value);
                 }
@@ -215,8 +215,9 @@ impl AdmissionRequest {
     /// and nothing has needed it as a value yet, else the value.
     pub fn object_json(&self) -> Option<ObjectJson<'_>> {
         match (self.json.value.get(), &self.json.object) {
-            (None, Some(text)) => (Member::of_text(Some(text)) != Member::Null)
-                .then_some(ObjectJson::Text(text)),
+            (None, Some(text)) => {
+                (Member::of_text(Some(text)) != Member::Null).then_some(ObjectJson::Text(text))
+            }
             _ => self.object().map(ObjectJson::Value),
         }
     }
@@ -590,38 +591,100 @@ impl AdmissionRequest {
 /// Decode an AdmissionReview v1 body.
 ///
 /// The body is checked as JSON whole, in one pass, but only the envelope and the request's
-/// header are built as values; the objects stay text (see the module documentation).
+/// header are built as values; the objects stay text (see the module documentation). A body
+/// nested deeper than [`LAZY_DEPTH`] is decoded whole instead, so that it meets serde_json's
+/// recursion limit here, as it always did, and never later when an object is built.
 pub fn decode(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
+    if nesting_exceeds(body, LAZY_DEPTH) {
+        return decode_whole(body);
+    }
     let review: Envelope = match serde_json::from_slice(body) {
         Ok(review) => review,
-        // Valid JSON, but not an object at the top level.
-        Err(e) if e.is_data() && serde_json::from_slice::<IgnoredAny>(body).is_ok() => {
-            return Err(DecodeError::NotAReview(
-                "expected a JSON object at the top level".into(),
-            ));
+        Err(e) if e.is_data() => {
+            // Valid JSON, but not an object at the top level (classified as a whole parse does).
+            return match serde_json::from_slice::<Value>(body) {
+                Ok(_) => Err(DecodeError::NotAReview(
+                    "expected a JSON object at the top level".into(),
+                )),
+                Err(e) => Err(DecodeError::NotJson(e.to_string())),
+            };
         }
         Err(e) => return Err(DecodeError::NotJson(e.to_string())),
     };
-    match review.api_version {
+    check_envelope(review.api_version, review.kind)?;
+    match review.request {
+        Some(RequestMember::Object(parts)) => AdmissionRequest::from_parts(parts),
+        _ => Err(DecodeError::MissingRequest),
+    }
+}
+
+/// Bodies nested deeper than this are decoded whole (serde_json refuses more than 127 levels).
+const LAZY_DEPTH: usize = 100;
+
+/// Whether `{`/`[` nest deeper than `limit` in the JSON text `text` (outside strings). Counting
+/// the brackets first settles nearly every body at a fraction of a scan.
+fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
+    if text.iter().filter(|&&b| b == b'{' || b == b'[').count() <= limit {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Decode a body by building it whole as a value.
+fn decode_whole(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
+    let mut review: Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let Value::Object(map) = &mut review else {
+        return Err(DecodeError::NotAReview(
+            "expected a JSON object at the top level".into(),
+        ));
+    };
+    check_envelope(map.remove("apiVersion"), map.remove("kind"))?;
+    match map.remove("request") {
+        Some(request @ Value::Object(_)) => AdmissionRequest::from_value(request),
+        _ => Err(DecodeError::MissingRequest),
+    }
+}
+
+fn check_envelope(api_version: Option<Value>, kind: Option<Value>) -> Result<(), DecodeError> {
+    match api_version {
         Some(Value::String(v)) if v == API_VERSION => {}
         Some(Value::String(v)) => return Err(DecodeError::WrongApiVersion(v)),
         Some(other) => return Err(DecodeError::WrongApiVersion(other.to_string())),
         None => return Err(DecodeError::NotAReview("missing apiVersion".into())),
     }
-    match review.kind {
-        Some(Value::String(k)) if k == KIND => {}
-        Some(other) => {
-            return Err(DecodeError::WrongKind(
-                other
-                    .as_str()
-                    .map_or_else(|| other.to_string(), str::to_owned),
-            ));
-        }
-        None => return Err(DecodeError::NotAReview("missing kind".into())),
-    }
-    match review.request {
-        Some(RequestMember::Object(parts)) => AdmissionRequest::from_parts(parts),
-        _ => Err(DecodeError::MissingRequest),
+    match kind {
+        Some(Value::String(k)) if k == KIND => Ok(()),
+        Some(other) => Err(DecodeError::WrongKind(
+            other
+                .as_str()
+                .map_or_else(|| other.to_string(), str::to_owned),
+        )),
+        None => Err(DecodeError::NotAReview("missing kind".into())),
     }
 }
 
@@ -744,11 +807,13 @@ impl Response {
 ///
 /// The operations this webhook makes (add, replace, remove) are written directly; json-patch's
 /// derived `Serialize` (an internally tagged enum) is used for any other.
-fn write_patch_base64(out: &mut Vec<u8>, ops: &[json_patch::PatchOperation]) -> std::io::Result<()> {
+fn write_patch_base64(
+    out: &mut Vec<u8>,
+    ops: &[json_patch::PatchOperation],
+) -> std::io::Result<()> {
     use json_patch::PatchOperation;
     use std::io::Write as _;
-    let mut w =
-        base64::write::EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
+    let mut w = base64::write::EncoderWriter::new(out, &base64::engine::general_purpose::STANDARD);
     w.write_all(b"[")?;
     for (i, op) in ops.iter().enumerate() {
         if i > 0 {
@@ -781,6 +846,7 @@ fn write_patch_base64(out: &mut Vec<u8>, ops: &[json_patch::PatchOperation]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
     use serde_json::json;
 
     fn review(request: Value) -> Vec<u8> {
@@ -810,6 +876,37 @@ mod tests {
         assert_eq!(req.user_info.groups, vec!["dev"]);
         assert_eq!(req.object().unwrap()["metadata"]["name"], "p");
         assert_eq!(req.display_name(), "ns/p");
+    }
+
+    #[test]
+    fn lazy_decoding_keeps_the_request_and_every_refusal() {
+        let mut r = pod_request();
+        r["object"]["metadata"]["annotations"] = json!({"a/b": "\"q\"\\", "x": "[{"});
+        r["oldObject"] = Value::Null;
+        let body = review(r.clone());
+        let lazy = decode(&body).unwrap();
+        assert!(matches!(lazy.object_json(), Some(ObjectJson::Text(_))));
+        assert_eq!(lazy.raw(), &r);
+        assert_eq!(lazy.raw(), decode_whole(&body).unwrap().raw());
+        assert!(matches!(lazy.object_json(), Some(ObjectJson::Value(_))));
+
+        // Too deep for serde_json anywhere in the body: refused as before, not left for later.
+        let mut deep = json!(1);
+        for _ in 0..130 {
+            deep = json!([deep]);
+        }
+        let mut r = pod_request();
+        r["object"]["spec"] = json!({"x": deep});
+        let body = review(r);
+        let err = decode(&body).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::NotJson(m) if m.contains("recursion limit")),
+            "{err}"
+        );
+        // Nested, but within the limit: the lazy path.
+        assert!(!nesting_exceeds(&review(pod_request()), LAZY_DEPTH));
+        assert!(nesting_exceeds(br#"[[["]]]]]"]]]"#, 2));
+        assert!(!nesting_exceeds(br#"[["[[[[\"[["]]"#, 2));
     }
 
     #[test]
@@ -881,7 +978,9 @@ mod tests {
         let b64 = wire["response"]["patch"].as_str().unwrap();
         // The bytes json-patch's own serialisation gives.
         assert_eq!(
-            base64::engine::general_purpose::STANDARD.decode(b64).unwrap(),
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
             serde_json::to_vec(&resp.patch).unwrap()
         );
         assert_eq!(resp.patch_base64().as_deref(), Some(b64));

@@ -133,8 +133,8 @@ impl Mutator {
         let object = req
             .object_json()
             .ok_or_else(|| Refusal::new("CREATE Pod request carries no object"))?;
-        let outline = read::read(object)
-            .map_err(|e| Refusal::new(format!("the pod cannot be read: {e}")))?;
+        let outline =
+            read::read(object).map_err(|e| Refusal::new(format!("the pod cannot be read: {e}")))?;
         let pod = PodHead::deserialize(&outline)
             .map_err(|e| Refusal::new(format!("the pod cannot be read as a v1 Pod: {e}")))?;
         let namespace = if req.namespace.is_empty() {
@@ -250,7 +250,15 @@ impl Mutator {
         namespace: &str,
         known_ns_labels: Option<BTreeMap<String, String>>,
         now: DateTime<Utc>,
-    ) -> Result<(Value, Vec<json_patch::PatchOperation>, MutationOutcome, String), Refusal> {
+    ) -> Result<
+        (
+            Value,
+            Vec<json_patch::PatchOperation>,
+            MutationOutcome,
+            String,
+        ),
+        Refusal,
+    > {
         let runtime_key = format!("{}runtime", self.prefix);
         let network_key = network::profile_label_key(&self.prefix);
         let annotation = |key: &str| {
@@ -452,7 +460,12 @@ impl Mutator {
             },
         };
         let spec = patch::spec(mutated)?;
-        for field in ["runtimeClassName", "nodeSelector", "overhead", "tolerations"] {
+        for field in [
+            "runtimeClassName",
+            "nodeSelector",
+            "overhead",
+            "tolerations",
+        ] {
             touched.mark(&["spec", field]);
         }
         spec.insert("runtimeClassName".into(), Value::String(class.to_owned()));

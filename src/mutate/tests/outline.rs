@@ -40,7 +40,8 @@ fn fixture_pods() -> Vec<(String, Value)> {
     let mut pods = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        let Ok(docs) = serde_saphyr::from_multiple_with_options::<Value>(&text, options.clone()) else {
+        let Ok(docs) = serde_saphyr::from_multiple_with_options::<Value>(&text, options.clone())
+        else {
             continue;
         };
         for doc in docs {
@@ -226,7 +227,10 @@ async fn check(m: &Mutator, what: &str) -> usize {
                 }
                 (o, w) => panic!("{at}: {:?} vs {:?}", o.map(|o| o.patch), w.map(|w| w.0)),
             };
-            assert_eq!(ours.patch, theirs, "{at}: patch differs from the whole pod's");
+            assert_eq!(
+                ours.patch, theirs,
+                "{at}: patch differs from the whole pod's"
+            );
             assert!(!ours.patch.is_empty(), "{at}: nothing to do?");
             let mut patched = pod.clone();
             json_patch::patch(&mut patched, &ours.patch).unwrap();
