@@ -16,7 +16,10 @@ use sandbox_admission::server::{self, ServeSettings, TlsSource};
 use crate::workload::Workload;
 
 pub async fn run(w: &Workload, passes: u32) -> anyhow::Result<()> {
-    anyhow::ensure!(!w.mutate.is_empty(), "no Sandbox pods built from the fixtures");
+    anyhow::ensure!(
+        !w.mutate.is_empty(),
+        "no Sandbox pods built from the fixtures"
+    );
     let dir = tempfile::tempdir()?;
     let mut config = Config::embedded()?;
     config.listen = "127.0.0.1:0".parse()?;

@@ -271,11 +271,18 @@ fn diff_at(
 fn push_token(path: &mut String, token: &str) -> usize {
     let len = path.len();
     path.push('/');
-    if token.contains(['~', '/']) {
-        path.push_str(&token.replace('~', "~0").replace('/', "~1"));
-    } else {
-        path.push_str(token);
+    // Escaped in one pass, without allocating (label keys nearly all hold a `/`).
+    let mut rest = token;
+    while let Some(at) = rest.find(['~', '/']) {
+        path.push_str(&rest[..at]);
+        path.push_str(if rest[at..].starts_with('~') {
+            "~0"
+        } else {
+            "~1"
+        });
+        rest = &rest[at + 1..];
     }
+    path.push_str(rest);
     len
 }
 
