@@ -12,7 +12,9 @@ use clap::Args;
 use serde_json::json;
 
 use crate::admission::{self, AdmissionRequest, Operation};
-use crate::policy::{PolicyConfig, PolicySet, PolicySource, SourceFile};
+use crate::policy::{
+    EvaluatorChoice, EvaluatorKind, PolicyConfig, PolicySet, PolicySource, SourceFile,
+};
 use crate::review::request::{self, RequestDefaults};
 
 #[derive(Args)]
@@ -47,6 +49,16 @@ pub struct BenchArgs {
     /// a large set runs long enough to hit it and the failures would be timed instead
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    /// What runs the policies (`policy.evaluator`): to compare the compiled evaluator with the
+    /// interpreter on the same set
+    #[arg(long, value_enum, default_value_t = EvaluatorArg::Compiled)]
+    pub evaluator: EvaluatorArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum EvaluatorArg {
+    Compiled,
+    Interpreter,
 }
 
 /// Timings of one set over every review.
@@ -157,6 +169,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(ms) = args.timeout_ms {
         config.evaluation_timeout_ms = ms;
     }
+    config.evaluator = match args.evaluator {
+        EvaluatorArg::Compiled => EvaluatorChoice::Compiled,
+        EvaluatorArg::Interpreter => EvaluatorChoice::Interpreter,
+    };
     if args.matching.is_some() || args.loaded.is_some() {
         let first = reqs
             .first()
@@ -171,6 +187,10 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         if let (0, Some(first)) = (index, reqs.first()) {
             let judging = set.reference_cases(first, &Default::default())?.len();
             name = format!("(whole set: {} loaded, {judging} match)", set.len());
+            match set.evaluator() {
+                EvaluatorKind::Compiled => eprintln!("evaluator: compiled (RVM)"),
+                EvaluatorKind::Interpreter(why) => eprintln!("evaluator: interpreter ({why})"),
+            }
         }
         let mut samples = Vec::with_capacity(reqs.len() * args.iterations as usize);
         for req in &reqs {

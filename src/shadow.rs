@@ -2,11 +2,19 @@
 //! `/validate` traffic after each answer has been sent, so that its cost never reaches the API
 //! server. Its evaluations are bounded by a fixed number of slots: when they are all taken a
 //! review is simply not shadowed, and counted, so a burst can never queue work without limit.
+//!
+//! The evaluations run on a thread of their own at the lowest CPU priority, not on the server's
+//! workers: an answer already sent cannot be delayed, but the next requests could, if the
+//! shadow set took turns with them on the same threads. On a busy machine the kernel now runs
+//! the live requests first and the shadow set gets the time left over (docs/performance.md,
+//! "Shadow set", has the figures before and after).
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use anyhow::Context as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::config::ShadowConfig;
 use crate::disagreement::Change;
@@ -19,6 +27,68 @@ pub struct Shadow {
     slots: Arc<Semaphore>,
     metrics: Arc<Metrics>,
     watch: Mutex<Option<WatchGuard>>,
+    runner: Runner,
+}
+
+/// The shadow thread's runtime; the thread ends when this is dropped.
+struct Runner {
+    handle: tokio::runtime::Handle,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Runner {
+    fn start() -> anyhow::Result<Runner> {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("shadow".into())
+            .spawn(move || {
+                lower_priority();
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = tx.send(Ok(rt.handle().clone()));
+                        // Until the shadow set is dropped; evaluations still pending then are
+                        // dropped with the runtime.
+                        rt.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })
+            .context("cannot start the shadow set's thread")?;
+        let handle = rx
+            .recv()
+            .context("the shadow set's thread ended at start")?
+            .context("cannot build the shadow set's runtime")?;
+        Ok(Runner {
+            handle,
+            _stop: stop,
+        })
+    }
+}
+
+/// Nice 19 for the calling thread only (Linux applies `setpriority` to one thread when given its
+/// id). Elsewhere, or when refused, the thread keeps the normal priority: still off the workers.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread's own id; no memory is shared.
+        let (tid, rc) = unsafe {
+            let tid = libc::gettid();
+            // `id_t` is unsigned; a thread id is always positive.
+            let rc = libc::setpriority(libc::PRIO_PROCESS, tid.unsigned_abs(), 19);
+            (tid, rc)
+        };
+        if rc != 0 {
+            tracing::warn!(tid, error = %std::io::Error::last_os_error(), "cannot lower the shadow thread's priority");
+        }
+    }
 }
 
 /// A slot for one shadow evaluation, held until it finishes.
@@ -45,7 +115,13 @@ impl Shadow {
             slots: Arc::new(Semaphore::new(config.max_pending.max(1))),
             metrics,
             watch: Mutex::new(None),
+            runner: Runner::start()?,
         }))
+    }
+
+    /// Run one evaluation on the shadow thread.
+    pub fn spawn(&self, evaluation: impl Future<Output = ()> + Send + 'static) {
+        self.runner.handle.spawn(evaluation);
     }
 
     /// Hot reload, with the same watcher as the serving set; stops when the shadow is dropped.

@@ -292,3 +292,32 @@ fn warm_pool_and_claim_rules() {
     // A past shutdown time only matters when the claim is created.
     assert_eq!(fired(&claim, "UPDATE"), ["claim-env", "claim-pod-metadata"]);
 }
+
+/// The shipped set runs on the compiled evaluator under both shipped profiles: the RVM compiles
+/// it whole and agrees with the interpreter on the load probe (a fallback would be silent to
+/// every other test, which judge verdicts, not the evaluator).
+#[test]
+fn the_shipped_set_runs_compiled_under_every_profile() {
+    use sandbox_admission::policy::EvaluatorKind;
+    assert_eq!(store().current().evaluator(), EvaluatorKind::Compiled);
+    let strict = PolicyConfig {
+        profile: "strict".into(),
+        ..PolicyConfig::default()
+    };
+    let set = PolicyStore::load(&PolicySource::Embedded, &strict, Arc::new(Metrics::new()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(set.current().evaluator(), EvaluatorKind::Compiled);
+    let interpreted = PolicyConfig {
+        evaluator: sandbox_admission::policy::EvaluatorChoice::Interpreter,
+        ..PolicyConfig::default()
+    };
+    let set = PolicyStore::load(
+        &PolicySource::Embedded,
+        &interpreted,
+        Arc::new(Metrics::new()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(set.current().evaluator(), EvaluatorKind::Interpreter(why) if why.contains("policy.evaluator"))
+    );
+}

@@ -1,12 +1,14 @@
 //! The admin page (`serve --admin-listen`): a read-only view of this replica for cluster admins,
 //! on its own plain-HTTP listener: recent decisions with filters, denials over time by policy,
 //! one decision's detail, the policy sets with their reload status, the shadow set's
-//! disagreements. Loopback by default; any other address needs a bearer token from a file.
+//! disagreements, the background audit's last round (its PolicyReports' summary) and whether this
+//! replica holds the audit Lease. Loopback by default; any other address needs a bearer token from a file.
 //!
 //! Everything shown comes from requests (names, labels, users, messages) and is hostile: every
 //! value goes through [`page::esc`], and the page carries no script at all, with a
 //! Content-Security-Policy that forbids any, so an escaping mistake still cannot run code.
 
+mod audit;
 mod chart;
 mod page;
 
@@ -25,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::background::audit::AuditStatus;
 use crate::config::AdminConfig;
 use crate::pipeline::Admitter;
 
@@ -33,6 +36,8 @@ pub use page::Filters;
 #[derive(Clone)]
 struct AdminState {
     admitter: Arc<Admitter>,
+    /// The background audit, when this replica runs one.
+    audit: Option<Arc<AuditStatus>>,
     token: Option<Arc<Vec<u8>>>,
 }
 
@@ -121,7 +126,13 @@ fn router(state: AdminState) -> Router {
 }
 
 async fn index(State(s): State<AdminState>, Query(f): Query<Filters>) -> Html<String> {
-    Html(page::index(&s.admitter, &f, chrono::Utc::now()))
+    let audit = s.audit.as_ref().map(|a| a.snapshot());
+    Html(page::index(
+        &s.admitter,
+        audit.as_ref(),
+        &f,
+        chrono::Utc::now(),
+    ))
 }
 
 async fn decision(State(s): State<AdminState>, UrlPath(seq): UrlPath<String>) -> Response {
@@ -151,10 +162,12 @@ async fn decision(State(s): State<AdminState>, UrlPath(seq): UrlPath<String>) ->
     }
 }
 
-/// Bind the admin listener and serve until shutdown. `None` when the page is off.
+/// Bind the admin listener and serve until shutdown. `None` when the page is off. `audit` is
+/// the background audit's status when this replica runs one.
 pub async fn start(
     config: &AdminConfig,
     admitter: Arc<Admitter>,
+    audit: Option<Arc<AuditStatus>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
     check(config)?;
@@ -169,7 +182,11 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen on {listen} (admin page)"))?;
     let addr = listener.local_addr()?;
-    let app = router(AdminState { admitter, token });
+    let app = router(AdminState {
+        admitter,
+        audit,
+        token,
+    });
     let task = tokio::spawn(async move {
         let stop = async move {
             let _ = shutdown.changed().await;

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::audit::DecisionRecord;
+use crate::background::audit::AuditState;
 use crate::disagreement::SHADOW_ENDPOINT;
 use crate::metrics::ResultLabels;
 use crate::pipeline::Admitter;
@@ -75,7 +76,7 @@ impl Filters {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}\
 th{background:#f3f3f3}.denied{color:#b00020;font-weight:600}.warned{color:#9a6700}.allowed{color:#1a7f37}\
-.err{color:#b00020;white-space:pre-wrap}pre{background:#f6f8fa;padding:.5em;overflow:auto;max-height:30em}\
+.err{color:#b00020;white-space:pre-wrap}td.n{text-align:right}pre{background:#f6f8fa;padding:.5em;overflow:auto;max-height:30em}\
 form label{margin-right:.75em}h2{margin-top:1.5em;border-bottom:1px solid #ddd}nav a{margin-right:1em}";
 
 fn shell(title: &str, body: &str) -> String {
@@ -91,7 +92,7 @@ pub fn not_found(message: &str) -> String {
     shell("not found", &format!("<p>{}</p>", esc(message)))
 }
 
-fn time(t: &DateTime<Utc>) -> String {
+pub(super) fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -166,7 +167,7 @@ fn decision_rows(out: &mut String, rows: &[(u64, DecisionRecord)]) {
 /// Rows shown at most in each table.
 const MAX_ROWS: usize = 200;
 
-pub fn index(a: &Admitter, f: &Filters, now: DateTime<Utc>) -> String {
+pub fn index(a: &Admitter, audit: Option<&AuditState>, f: &Filters, now: DateTime<Utc>) -> String {
     let records = a.recent.as_ref().map(|r| r.snapshot()).unwrap_or_default();
     let mut out = String::from("<h1>sandbox-admission: this replica</h1>");
     let denials: Vec<&DecisionRecord> = records
@@ -264,6 +265,7 @@ pub fn index(a: &Admitter, f: &Filters, now: DateTime<Utc>) -> String {
         }
         None => out.push_str("<h2>Shadow policy set</h2><p>none (serve --shadow-policies DIR)</p>"),
     }
+    super::audit::section(&mut out, audit, &a.config, a.cluster.is_some());
     shell("sandbox-admission", &out)
 }
 

@@ -17,7 +17,7 @@ use crate::admission::{AdmissionRequest, Operation};
 use crate::cluster::{CachedObject, ClusterAccess, LeaseRequest};
 use crate::metrics::ViolationLabels;
 use crate::pipeline::{Admitter, Endpoint};
-use crate::policyreport::{self, Judged, PolicyReport, ResourceRef};
+use crate::policyreport::{self, Judged, PolicyReport, ReportResult, ResourceRef, Summary};
 use crate::review::request::{RequestDefaults, request_for};
 
 use super::{SANDBOX_POD_LABEL, audited_kinds};
@@ -86,10 +86,111 @@ pub enum Round {
     LeaseError(String),
 }
 
+/// The outcome of this replica's last attempt at the audit Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseState {
+    Held,
+    /// Another replica holds it and writes the reports.
+    HeldElsewhere,
+    /// The Lease could not be read or written.
+    Error(String),
+}
+
+/// One namespace's part of a round (`""`: cluster-scoped objects).
+#[derive(Debug, Clone)]
+pub struct NamespaceSummary {
+    pub namespace: String,
+    /// The report's summary: `pass` counts objects with no violation at all.
+    pub summary: Summary,
+    /// Violations by policy (`fail`/`warn`/`error`), all of them, not only the results kept.
+    pub policies: BTreeMap<String, Summary>,
+    /// The report's results as applied (at most `audit.maxResultsPerReport`, failures first).
+    pub results: Vec<ReportResult>,
+}
+
+/// What one audited round produced, as the admin page shows it.
+#[derive(Debug, Clone)]
+pub struct RoundSummary {
+    pub finished: chrono::DateTime<chrono::Utc>,
+    pub duration: Duration,
+    pub judged: usize,
+    pub skipped: usize,
+    pub applied: usize,
+    /// Reports whose apply failed: `(namespace, error)`.
+    pub failed: Vec<(String, String)>,
+    pub namespaces: Vec<NamespaceSummary>,
+}
+
+/// The audit as this replica last saw it: a read-only copy for the admin page, written by the
+/// [`Auditor`] at the end of every round.
+#[derive(Debug, Clone)]
+pub struct AuditState {
+    pub lease_name: String,
+    pub holder: String,
+    /// The last Lease attempt and when it was made; `None` before the first round.
+    pub lease: Option<(chrono::DateTime<chrono::Utc>, LeaseState)>,
+    /// The last round this replica audited; it stays when the Lease has moved on since.
+    pub last_round: Option<RoundSummary>,
+}
+
+/// Shared between the [`Auditor`] (writer) and the admin page (reader).
+#[derive(Debug)]
+pub struct AuditStatus {
+    state: Mutex<AuditState>,
+}
+
+impl AuditStatus {
+    fn new(settings: &AuditSettings) -> AuditStatus {
+        AuditStatus {
+            state: Mutex::new(AuditState {
+                lease_name: settings.lease.name.clone(),
+                holder: settings.lease.holder.clone(),
+                lease: None,
+                last_round: None,
+            }),
+        }
+    }
+
+    pub fn snapshot(&self) -> AuditState {
+        match self.state.lock() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut AuditState)) {
+        match self.state.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+/// Violations of each policy in each namespace, counted as the reports count them.
+fn policy_counts(judged: &[Judged]) -> BTreeMap<String, BTreeMap<String, Summary>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Summary>> = BTreeMap::new();
+    for j in judged {
+        for hit in &j.hits {
+            let s = out
+                .entry(j.resource.namespace.clone())
+                .or_default()
+                .entry(hit.policy.clone())
+                .or_default();
+            match policyreport::result_of(hit) {
+                "fail" => s.fail += 1,
+                "warn" => s.warn += 1,
+                _ => s.error += 1,
+            }
+        }
+    }
+    out
+}
+
 pub struct Auditor {
     admitter: Arc<Admitter>,
     cluster: Arc<dyn ClusterAccess>,
     settings: AuditSettings,
+    status: Arc<AuditStatus>,
     /// Namespaces reported last round: one that is empty now gets an empty report, not a stale one.
     reported: Mutex<BTreeSet<String>>,
 }
@@ -134,9 +235,15 @@ impl Auditor {
         Auditor {
             admitter,
             cluster,
+            status: Arc::new(AuditStatus::new(&settings)),
             settings,
             reported: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// What the admin page reads of this auditor.
+    pub fn status(&self) -> Arc<AuditStatus> {
+        self.status.clone()
     }
 
     /// The UPDATE request for a cached object, or why it cannot be judged.
@@ -174,7 +281,16 @@ impl Auditor {
                 })
                 .inc();
         };
-        match self.cluster.try_lease(&self.settings.lease).await {
+        let lease = self.cluster.try_lease(&self.settings.lease).await;
+        let attempted = chrono::Utc::now();
+        let lease_state = match &lease {
+            Ok(true) => LeaseState::Held,
+            Ok(false) => LeaseState::HeldElsewhere,
+            Err(e) => LeaseState::Error(e.to_string()),
+        };
+        self.status
+            .update(|s| s.lease = Some((attempted, lease_state)));
+        match lease {
             Ok(true) => {}
             Ok(false) => {
                 round("not_leader");
@@ -217,6 +333,7 @@ impl Auditor {
             });
         }
         out.judged = judged.len();
+        let mut by_policy = policy_counts(&judged);
         let previous = self.reported.lock().map(|r| r.clone()).unwrap_or_default();
         let reports = policyreport::build(
             &judged,
@@ -257,6 +374,28 @@ impl Auditor {
         if let Ok(mut slot) = self.reported.lock() {
             *slot = reported;
         }
+        let finished = chrono::Utc::now();
+        let summary = RoundSummary {
+            finished,
+            duration: started.elapsed(),
+            judged: out.judged,
+            skipped: out.skipped,
+            applied: out.applied,
+            failed: out.failed.clone(),
+            namespaces: reports
+                .iter()
+                .map(|r| {
+                    let namespace = r.metadata.namespace.clone().unwrap_or_default();
+                    NamespaceSummary {
+                        policies: by_policy.remove(&namespace).unwrap_or_default(),
+                        namespace,
+                        summary: r.summary,
+                        results: r.results.clone(),
+                    }
+                })
+                .collect(),
+        };
+        self.status.update(|s| s.last_round = Some(summary));
         out.reports = reports;
         metrics.audit_violations.clear();
         for ((policy, action), n) in violations {
@@ -272,7 +411,7 @@ impl Auditor {
             .audit_objects
             .set(i64::try_from(out.judged).unwrap_or(i64::MAX));
         metrics.audit_duration.set(started.elapsed().as_secs_f64());
-        metrics.audit_last_run.set(chrono::Utc::now().timestamp());
+        metrics.audit_last_run.set(finished.timestamp());
         round(if out.failed.is_empty() {
             "success"
         } else {
@@ -314,5 +453,53 @@ impl Auditor {
                 self.run_once().await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Action, PolicyHit};
+
+    #[test]
+    fn policy_counts_count_every_violation_as_the_report_does() {
+        let judged = |ns: &str, hits: Vec<(&str, Action, &str)>| Judged {
+            resource: ResourceRef {
+                namespace: ns.into(),
+                ..ResourceRef::default()
+            },
+            hits: hits
+                .into_iter()
+                .map(|(p, action, m)| PolicyHit {
+                    policy: p.into(),
+                    action,
+                    message: m.into(),
+                })
+                .collect(),
+        };
+        let failed = "policy evaluation failed, refused (fail closed): boom";
+        let counts = policy_counts(&[
+            judged(
+                "a",
+                vec![("p", Action::Deny, "x"), ("w", Action::Warn, "y")],
+            ),
+            judged(
+                "a",
+                vec![("p", Action::Dryrun, "x"), ("p", Action::Deny, failed)],
+            ),
+            judged("b", vec![]),
+            judged("", vec![("w", Action::Warn, "z")]),
+        ]);
+        assert_eq!(
+            counts["a"]["p"],
+            Summary {
+                fail: 2,
+                error: 1,
+                ..Summary::default()
+            }
+        );
+        assert_eq!(counts["a"]["w"].warn, 1);
+        assert_eq!(counts[""]["w"].warn, 1);
+        assert!(!counts.contains_key("b"), "no violations, no policy rows");
     }
 }

@@ -15,12 +15,21 @@ use crate::cluster::{SyncEntry, WatchSpec};
 use crate::config::Config;
 use crate::pipeline::Admitter;
 
+/// What [`spawn_all`] started.
+#[derive(Default)]
+pub struct Spawned {
+    pub tasks: Vec<JoinHandle<()>>,
+    /// The background audit's last round and Lease state, when the audit runs.
+    pub audit: Option<Arc<audit::AuditStatus>>,
+}
+
 /// Start what `serve` runs beside admission for this pipeline; nothing without cluster access.
-pub fn spawn_all(admitter: &Arc<Admitter>) -> Vec<JoinHandle<()>> {
+pub fn spawn_all(admitter: &Arc<Admitter>) -> Spawned {
     let Some(cluster) = admitter.cluster.clone() else {
-        return Vec::new();
+        return Spawned::default();
     };
     let mut tasks = Vec::new();
+    let mut status = None;
     tasks.extend(inventory::spawn(
         cluster.clone(),
         admitter.config.sync.clone(),
@@ -41,9 +50,14 @@ pub fn spawn_all(admitter: &Arc<Admitter>) -> Vec<JoinHandle<()>> {
         let settings =
             audit::AuditSettings::from_config(&admitter.config, audit::holder_identity());
         tracing::info!(interval = ?settings.interval, lease = %settings.lease.name, holder = %settings.lease.holder, "background audit on");
-        tasks.push(Arc::new(audit::Auditor::new(admitter.clone(), cluster, settings)).spawn());
+        let auditor = Arc::new(audit::Auditor::new(admitter.clone(), cluster, settings));
+        status = Some(auditor.status());
+        tasks.push(auditor.spawn());
     }
-    tasks
+    Spawned {
+        tasks,
+        audit: status,
+    }
 }
 
 /// The label the Agent Sandbox controller puts on every pod it makes for a Sandbox.

@@ -207,9 +207,14 @@ impl Mutator {
         let spec = template.get("spec").cloned().unwrap_or(Value::Null);
         // Never build on what does not decode: the API server would refuse such a pod, and
         // mutation must not guess at a shape it cannot read.
-        if let Err(e) = k8s_openapi::api::core::v1::PodSpec::deserialize(&spec) {
+        // The path names the field at fault (`containers[0].ports`), which serde alone does not.
+        if let Err(e) =
+            serde_path_to_error::deserialize::<_, k8s_openapi::api::core::v1::PodSpec>(&spec)
+        {
+            let at = e.path().to_string();
             return Err(Refusal::new(format!(
-                "spec.podTemplate.spec is not a valid pod spec: {e}"
+                "spec.podTemplate.spec is not a valid pod spec: {at}: {}",
+                e.into_inner()
             )));
         }
         let pod =

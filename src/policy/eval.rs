@@ -137,10 +137,17 @@ impl PolicySet {
                 return matching.iter().map(|(_, p)| failure_hit(p, &err)).collect();
             }
         };
-        let mut engine = self.engine.clone();
-        engine.set_input(with_run_list(&input, matching.iter().map(|(i, _)| *i)));
         let entry = self.entries.rule_for(&req.kind.group, &req.kind.kind);
-        match engine.eval_rule(entry.into()) {
+        let run = with_run_list(&input, matching.iter().map(|(i, _)| *i));
+        let verdicts = match &self.compiled {
+            Ok(program) => program.eval(entry, run),
+            Err(_) => {
+                let mut engine = self.engine.clone();
+                engine.set_input(run);
+                engine.eval_rule(entry.into())
+            }
+        };
+        match verdicts {
             Ok(verdicts) => matching
                 .iter()
                 .flat_map(|(i, p)| hits_of(p, &verdicts[&regorus::Value::from(i.to_string())]))

@@ -6,6 +6,7 @@
 
 pub mod cli;
 mod compile;
+mod compiled;
 mod eval;
 mod explain;
 mod gatekeeper;
@@ -29,6 +30,7 @@ use serde_json::Value;
 use crate::admission::AdmissionRequest;
 use crate::metrics::Metrics;
 
+pub use compiled::EvaluatorKind;
 pub use eval::{CONTEXT_KEY, EvalContext, ReferenceCase};
 pub use explain::{Expression, Firing, Miss, PolicyExplanation};
 pub use reload::WatchGuard;
@@ -54,6 +56,20 @@ pub struct PolicyConfig {
     /// or presence under a profile (`profiles:`). Shipped: `default` and `strict`.
     #[serde(default = "default_profile")]
     pub profile: String,
+    /// What runs the policies: the compiled evaluator (regorus's RVM, the default) or the
+    /// interpreter. A set the RVM cannot run is served by the interpreter whatever this says,
+    /// and `/readyz` and `sandbox_admission_policy_evaluator` say so.
+    #[serde(default)]
+    pub evaluator: EvaluatorChoice,
+}
+
+/// `policy.evaluator`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvaluatorChoice {
+    #[default]
+    Compiled,
+    Interpreter,
 }
 
 fn default_profile() -> String {
@@ -76,6 +92,7 @@ impl Default for PolicyConfig {
             evaluation_timeout_ms: default_timeout_ms(),
             reload_debounce_ms: default_debounce_ms(),
             profile: default_profile(),
+            evaluator: EvaluatorChoice::default(),
         }
     }
 }

@@ -3,15 +3,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use regorus::Engine;
 use regorus::utils::limits::ExecutionTimerConfig;
 use serde_json::{Map, json};
 
 use super::compile::{self, Role};
+use super::compiled::{CompiledSet, EvaluatorKind};
 use super::gatekeeper;
 use super::meta::{FailurePolicy, Metadata};
-use super::{Action, LoadIssue, PolicyConfig, PolicyLoadError, SourceFile};
+use super::{Action, EvaluatorChoice, LoadIssue, PolicyConfig, PolicyLoadError, SourceFile};
 
 /// Where each policy's parameters live in `data`; `with input.parameters as` reads them there.
 pub(in crate::policy) const PARAMS_ROOT: &str = "__sandbox_admission";
@@ -57,6 +59,8 @@ pub struct PolicySet {
     /// The verdicts rule for each (group, kind) some policy names exactly: it lists only the
     /// policies that can match that kind, so policies loaded for other kinds cost nothing.
     pub(super) entries: EntryRules,
+    /// The set compiled for the RVM, or why it runs on the interpreter.
+    pub(super) compiled: Result<Arc<CompiledSet>, String>,
 }
 
 /// Entry rules of the verdicts module by request kind.
@@ -75,6 +79,13 @@ impl EntryRules {
             .get(&(group.to_owned(), kind.to_owned()))
             .map_or(self.other.as_str(), String::as_str)
     }
+
+    /// Every entry rule, and the rule gathering all policies: the compiled program's entry points.
+    fn all_rules(&self) -> Vec<&str> {
+        let mut rules = vec![VERDICTS_RULE, self.other.as_str()];
+        rules.extend(self.by_kind.values().map(String::as_str));
+        rules
+    }
 }
 
 impl PolicySet {
@@ -86,6 +97,15 @@ impl PolicySet {
             policies: Vec::new(),
             origin: "none".into(),
             entries: EntryRules::default(),
+            compiled: Err("no policies".into()),
+        }
+    }
+
+    /// Which evaluator runs this set's policies.
+    pub fn evaluator(&self) -> EvaluatorKind {
+        match &self.compiled {
+            Ok(_) => EvaluatorKind::Compiled,
+            Err(why) => EvaluatorKind::Interpreter(why.clone()),
         }
     }
 
@@ -354,14 +374,62 @@ impl PolicySet {
                 issues: vec![compile::issue_from(&origin, &e)],
             });
         }
-        let set = PolicySet {
+        let mut set = PolicySet {
             engine,
             policies,
             origin,
             entries,
+            compiled: Err(String::new()),
         };
-        set.probe()?;
+        let probed = set.probe()?;
+        set.compiled = match config.evaluator {
+            EvaluatorChoice::Interpreter => Err("policy.evaluator is interpreter".into()),
+            EvaluatorChoice::Compiled => set.compile_program(config, &probed).map(Arc::new),
+        };
+        if let Err(why) = &set.compiled {
+            tracing::warn!(origin = %set.origin, reason = %why, "policy set runs on the interpreter, not compiled");
+        }
         Ok(set)
+    }
+
+    /// The set as one RVM program, checked on the load probe against the interpreter's verdicts:
+    /// a set that does not compile, fails on the VM, or gives other verdicts is not compiled.
+    fn compile_program(
+        &self,
+        config: &PolicyConfig,
+        probed: &regorus::Value,
+    ) -> Result<CompiledSet, String> {
+        let compiled = CompiledSet::build(&self.engine, &self.entries.all_rules(), timer(config))
+            .map_err(|e| format!("the RVM cannot compile the set: {e}"))?;
+        let on_vm = compiled
+            .eval(VERDICTS_RULE, probe_input(self.policies.len()))
+            .map_err(|e| format!("the set fails on the RVM on an empty review: {e:#}"))?;
+        if &on_vm != probed {
+            let differing: Vec<String> = self
+                .policies
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| {
+                    let key = regorus::Value::from(i.to_string());
+                    on_vm[&key] != probed[&key]
+                })
+                .map(|(i, p)| {
+                    let key = regorus::Value::from(i.to_string());
+                    let shown = |v: &regorus::Value| v.to_json_str().unwrap_or_default();
+                    format!(
+                        "{} (RVM {}, interpreter {})",
+                        p.name,
+                        shown(&on_vm[&key]),
+                        shown(&probed[&key])
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "the RVM and the interpreter disagree on an empty review: {}",
+                differing.join("; ")
+            ));
+        }
+        Ok(compiled)
     }
 
     /// A copy of this set whose `data.inventory` is `inventory` (a `policy verify` case's, or
@@ -374,22 +442,25 @@ impl PolicySet {
             .map_err(|e| format!("cannot set data.inventory: {e}"))?;
         warm(&mut engine)
             .map_err(|e| format!("cannot prepare the policies with data.inventory: {e}"))?;
+        let compiled = match &self.compiled {
+            Ok(c) => Ok(Arc::new(c.with_data(engine.get_data()))),
+            Err(why) => Err(why.clone()),
+        };
         Ok(PolicySet {
             engine,
             policies: self.policies.clone(),
             origin: self.origin.clone(),
             entries: self.entries.clone(),
+            compiled,
         })
     }
 
     /// Evaluate every policy once against an empty review. regorus resolves function names only
     /// when a call is reached, so this is what turns a misspelt builtin into a load error (and
     /// the last good set keeps serving) instead of a denial of every request.
-    fn probe(&self) -> Result<(), PolicyLoadError> {
-        let input = regorus::Value::from(json!({
-            "review": {"kind": {}, "object": {}, "operation": ""},
-            "parameters": {},
-        }));
+    /// The verdicts of the empty review are returned, for the compiled program's own probe.
+    fn probe(&self) -> Result<regorus::Value, PolicyLoadError> {
+        let input = empty_review();
         // The probe runs at load, not on a request's clock: a slow (loaded, unoptimised) machine
         // must not turn the per-request limit into a load failure, so it gets a generous one.
         let mut probe_engine = self.engine.clone();
@@ -399,9 +470,9 @@ impl PolicySet {
         });
         // All policies in one evaluation first; only a failure needs each one alone, to name it.
         let mut engine = probe_engine.clone();
-        engine.set_input(super::eval::with_run_list(&input, 0..self.policies.len()));
-        if engine.eval_rule(VERDICTS_RULE.into()).is_ok() {
-            return Ok(());
+        engine.set_input(probe_input(self.policies.len()));
+        if let Ok(verdicts) = engine.eval_rule(VERDICTS_RULE.into()) {
+            return Ok(verdicts);
         }
         let mut issues = Vec::new();
         for policy in &self.policies {
@@ -414,11 +485,27 @@ impl PolicySet {
             }
         }
         if issues.is_empty() {
-            Ok(())
+            // Each policy alone passed: nothing to name. There are no combined verdicts to hold
+            // the compiled program to, so it will not be used for this set.
+            Ok(regorus::Value::Undefined)
         } else {
             Err(PolicyLoadError { issues })
         }
     }
+}
+
+/// The review the load probe judges: nothing in it, so every policy's guards are exercised on
+/// absent fields.
+fn empty_review() -> regorus::Value {
+    regorus::Value::from(json!({
+        "review": {"kind": {}, "object": {}, "operation": ""},
+        "parameters": {},
+    }))
+}
+
+/// The empty review with every one of `count` policies on the run list.
+fn probe_input(count: usize) -> regorus::Value {
+    super::eval::with_run_list(&empty_review(), 0..count)
 }
 
 /// The generated module that gathers every policy's violations into one rule, so that a request
@@ -492,10 +579,14 @@ fn warm(engine: &mut Engine) -> anyhow::Result<()> {
 const PROBE_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn set_timer(engine: &mut Engine, config: &PolicyConfig) {
-    engine.set_execution_timer_config(ExecutionTimerConfig {
+    engine.set_execution_timer_config(timer(config));
+}
+
+fn timer(config: &PolicyConfig) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
         limit: config.evaluation_timeout(),
         check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
-    });
+    }
 }
 
 fn issue(file: &str, message: String) -> LoadIssue {

@@ -171,7 +171,10 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         shadow.watch()?;
     }
 
-    let background = crate::background::spawn_all(&admitter);
+    let crate::background::Spawned {
+        tasks: background,
+        audit,
+    } = crate::background::spawn_all(&admitter);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Rotation: new connections get the new pair as soon as it is written (Secret update,
@@ -204,7 +207,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         cluster: admitter.cluster.clone(),
     });
     crate::admin::check(&config.admin)?;
-    let admin = crate::admin::start(&config.admin, admitter.clone(), shutdown_rx.clone()).await?;
+    let admin =
+        crate::admin::start(&config.admin, admitter.clone(), audit, shutdown_rx.clone()).await?;
     let mut health_shutdown = shutdown_rx.clone();
     let health_task = tokio::spawn(async move {
         let stop = async move {

@@ -344,10 +344,12 @@ async fn admit(s: AppState, endpoint: Endpoint, call: Call, body: Body) -> Respo
     }
 }
 
-/// The shadow evaluation, spawned once the answer is out.
+/// The shadow evaluation, started on the shadow set's own thread once the answer is out.
 fn shadow_task(a: Arc<Admitter>, job: ShadowJob) -> Box<dyn FnOnce() + Send> {
     Box::new(move || {
-        tokio::spawn(async move { a.judge_shadow(job).await });
+        if let Some(shadow) = a.shadow.clone() {
+            shadow.spawn(async move { a.judge_shadow(job).await });
+        }
     })
 }
 

@@ -42,6 +42,29 @@ impl RegoVM {
         Ok(result_subobject)
     }
 
+    /// The objects along `path` under `target`, created where absent.
+    fn ensure_objects(target: &mut Value, path: &[Value]) -> Result<()> {
+        let Some((head, tail)) = path.split_first() else {
+            if *target == Value::Undefined {
+                *target = Value::new_object();
+            }
+            return Ok(());
+        };
+        if *target == Value::Undefined {
+            *target = Value::new_object();
+        }
+        if let Value::Object(ref mut map) = *target {
+            let map = crate::Rc::make_mut(map);
+            if !map.contains_key(head) {
+                map.insert(head.clone(), Value::new_object());
+            }
+            if let Some(next) = map.get_mut(head) {
+                return Self::ensure_objects(next, tail);
+            }
+        }
+        Ok(())
+    }
+
     fn set_nested_value(target: &mut Value, path: &[Value], value: Value) -> Result<()> {
         Self::set_nested_value_static(target, path, value)
     }
@@ -153,7 +176,7 @@ impl RegoVM {
                         let result =
                             self.registers
                                 .pop()
-                                .ok_or(VmError::RegisterIndexOutOfBounds {
+                                .ok_or_else(|| VmError::RegisterIndexOutOfBounds {
                                     index: temp_reg,
                                     pc: self.pc,
                                     register_count,
@@ -178,7 +201,16 @@ impl RegoVM {
                         result
                     };
 
-                    Self::set_nested_value(result_subobject, relative_path, rule_result)?;
+                    // sandbox-admission patch 11: an undefined rule is absent from its
+                    // package's document (OPA), not a key with an undefined value; the
+                    // package itself is still there, empty if nothing in it is defined.
+                    if rule_result == Value::Undefined {
+                        if let Some((_, parents)) = relative_path.split_last() {
+                            Self::ensure_objects(result_subobject, parents)?;
+                        }
+                    } else {
+                        Self::set_nested_value(result_subobject, relative_path, rule_result)?;
+                    }
                 } else {
                     return Err(VmError::InvalidRuleIndex {
                         rule_index: Value::Number(rule_idx.clone()),
@@ -208,7 +240,7 @@ impl RegoVM {
             .program
             .instruction_data
             .get_virtual_data_document_lookup_params(params_index)
-            .ok_or(VmError::InvalidVirtualDataDocumentLookupParams {
+            .ok_or_else(|| VmError::InvalidVirtualDataDocumentLookupParams {
                 index: params_index,
                 pc: self.pc,
                 available: self
@@ -336,7 +368,7 @@ impl RegoVM {
                 .program
                 .literals
                 .get(usize::from(*idx))
-                .ok_or(VmError::LiteralIndexOutOfBounds {
+                .ok_or_else(|| VmError::LiteralIndexOutOfBounds {
                     index: *idx,
                     pc: self.pc,
                 })?

@@ -22,9 +22,13 @@ pub enum PlanContext {
 
 impl PlanContext {
     fn require_defined_values(self) -> bool {
+        // sandbox-admission patch 8: `x := expr` with `expr` undefined makes the body
+        // undefined, as any other literal does (OPA); without the guard the body went on with
+        // `x` undefined, so `x := undefined_rule; not x.f` held.
         matches!(
             self,
-            PlanContext::Assignment
+            PlanContext::ColonAssignment
+                | PlanContext::Assignment
                 | PlanContext::FunctionParameter
                 | PlanContext::LoopIndex
                 | PlanContext::SomeIn

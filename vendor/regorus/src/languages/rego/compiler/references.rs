@@ -334,6 +334,24 @@ impl<'a> Compiler<'a> {
         let import_key =
             append_path_component(&self.current_package, root).map_err(CompilerError::from)?;
         if let Some(import_expr) = self.policy.inner.imports.get(&import_key) {
+            // sandbox-admission patch 9: `import data.lib.x as lib` then `lib.f` is compiled as
+            // `data.lib.x.f` is, a call of the rule; evaluating `data.lib.x` first built the
+            // whole package as an object (every rule of it) for each reference.
+            if let Ok(import_chain) = parse_reference_chain(import_expr) {
+                if let ReferenceRoot::Variable(import_root) = &import_chain.root {
+                    let mut components = import_chain.components.clone();
+                    components.extend(chain.components.iter().cloned());
+                    let full = ReferenceChain {
+                        root: ReferenceRoot::Variable(import_root.clone()),
+                        components,
+                    };
+                    match import_root.as_str() {
+                        "data" => return self.compile_data_chain(&full, span),
+                        "input" => return self.compile_input_chain(&full, span),
+                        _ => {}
+                    }
+                }
+            }
             let import_reg =
                 self.compile_rego_expr_with_span(import_expr, import_expr.span(), false)?;
             if chain.components.is_empty() {
