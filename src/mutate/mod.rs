@@ -79,6 +79,9 @@ pub struct Mutator {
     cluster: Option<Arc<dyn ClusterAccess>>,
     /// Seals the admission time; `serve` keys it from the serving key ([`Mutator::seal`]).
     seal: Arc<Seal>,
+    /// `<prefix>runtime` and `<prefix>network-profile`: the profile choices, read per review.
+    runtime_key: String,
+    network_key: String,
 }
 
 impl Mutator {
@@ -99,6 +102,8 @@ impl Mutator {
             prefix: label_prefix.to_owned(),
             cluster,
             seal: Arc::new(Seal::random()),
+            runtime_key: format!("{label_prefix}runtime"),
+            network_key: network::profile_label_key(label_prefix),
         }
     }
 
@@ -264,8 +269,7 @@ impl Mutator {
         ),
         Refusal,
     > {
-        let runtime_key = format!("{}runtime", self.prefix);
-        let network_key = network::profile_label_key(&self.prefix);
+        let (runtime_key, network_key) = (self.runtime_key.as_str(), self.network_key.as_str());
         let annotation = |key: &str| {
             pod.metadata
                 .annotations
@@ -274,7 +278,7 @@ impl Mutator {
                 .map(String::as_str)
         };
         let (runtime_annotation, network_annotation) =
-            (annotation(&runtime_key), annotation(&network_key));
+            (annotation(runtime_key), annotation(network_key));
         let ns_labels = match known_ns_labels {
             Some(labels) => labels,
             None if runtime_annotation.is_none() || network_annotation.is_none() => {
@@ -290,9 +294,9 @@ impl Mutator {
 
         let (runtime_name, profile, source) = runtime::choose(
             "runtime",
-            &runtime_key,
+            runtime_key,
             runtime_annotation,
-            ns_label(&runtime_key),
+            ns_label(runtime_key),
             &self.config.default_runtime,
             &self.config.runtimes,
         )?;
@@ -316,9 +320,9 @@ impl Mutator {
 
         let (network_name, _, _) = runtime::choose(
             "network",
-            &network_key,
+            network_key,
             network_annotation,
-            ns_label(&network_key),
+            ns_label(network_key),
             &self.config.default_network_profile,
             &self.config.network_profiles,
         )?;

@@ -80,7 +80,10 @@ pub fn prune_created_empty(original: &Value, mutated: &mut Value) {
         return;
     };
     for which in ["labels", "annotations"] {
-        let was_there = original.pointer(&format!("/metadata/{which}")).is_some();
+        let was_there = original
+            .get("metadata")
+            .and_then(|m| m.get(which))
+            .is_some();
         let empty = meta
             .get(which)
             .and_then(Value::as_object)
