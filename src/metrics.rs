@@ -27,6 +27,19 @@ pub struct ViolationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EvaluatorLabels {
+    /// `serving` or `shadow`.
+    pub set: String,
+    /// `rvm` (compiled) or `interpreter`.
+    pub evaluator: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SetLabels {
+    pub set: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShadowLabels {
     pub policy: String,
     /// `new_denial`, `gone_denial`, `new_warning`, `gone_warning` (the shadow set's view).
@@ -70,6 +83,10 @@ pub struct Metrics {
     pub shadow_dropped: Counter,
     pub shadow_policy_reloads: Family<ResultLabels, Counter>,
     pub shadow_policies: Gauge,
+    /// 1 for the evaluator each set (serving, shadow) runs on, 0 for the other.
+    pub policy_evaluator: Family<EvaluatorLabels, Gauge>,
+    /// Sets loaded on the interpreter because the compiled evaluator could not take them.
+    pub policy_evaluator_fallbacks: Family<SetLabels, Counter>,
     pub overload_rejected: Family<ReasonLabels, Counter>,
     pub body_bytes: Family<ClassLabels, Gauge>,
     pub queued: Family<ClassLabels, Gauge>,
@@ -248,6 +265,18 @@ impl Metrics {
         let shadow_dropped = Counter::default();
         let shadow_policy_reloads = Family::<ResultLabels, Counter>::default();
         let shadow_policies = Gauge::default();
+        let policy_evaluator = Family::<EvaluatorLabels, Gauge>::default();
+        let policy_evaluator_fallbacks = Family::<SetLabels, Counter>::default();
+        registry.register(
+            "policy_evaluator",
+            "The evaluator each policy set runs on (1): rvm (compiled) or interpreter",
+            policy_evaluator.clone(),
+        );
+        registry.register(
+            "policy_evaluator_fallbacks",
+            "Policy sets loaded on the interpreter because the RVM could not compile or run them (reason in the log and /readyz)",
+            policy_evaluator_fallbacks.clone(),
+        );
         registry.register(
             "shadow_disagreements",
             "Shadow-set verdicts that differ from the live set's, by policy and direction",
@@ -294,6 +323,8 @@ impl Metrics {
             shadow_dropped,
             shadow_policy_reloads,
             shadow_policies,
+            policy_evaluator,
+            policy_evaluator_fallbacks,
             registry,
             requests,
             latency,

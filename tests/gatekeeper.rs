@@ -83,6 +83,7 @@ fn upstream_example_directory_loads_as_a_policy_directory() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("prevent-active-sa-binding"), "{out}");
     assert!(out.contains("1 policies"), "{out}");
+    assert!(out.contains("evaluator: rvm (compiled)"), "{out}");
 }
 
 #[test]
@@ -148,6 +149,8 @@ fn templates_sit_beside_native_policies() {
         out.contains("native ") && out.contains("sandbox-required-runtime"),
         "{out}"
     );
+    // A template and a native policy compile together: no `with` in the generated module.
+    assert!(out.contains("evaluator: rvm (compiled)"), "{out}");
     // Metadata beside a .rego stays metadata: a `kind` key there is an error, not a constraint.
     std::fs::write(
         dir.path().join("native.yaml"),

@@ -115,6 +115,12 @@ pub fn run(cmd: PolicyCommand) -> ExitCode {
                     summary.policies.len(),
                     summary.test_files
                 );
+                let _ = match &summary.evaluator {
+                    super::EvaluatorKind::Compiled => writeln!(out, "evaluator: rvm (compiled)"),
+                    super::EvaluatorKind::Interpreter(why) => {
+                        writeln!(out, "evaluator: interpreter ({why})")
+                    }
+                };
                 ExitCode::SUCCESS
             }
             Err(err) => {

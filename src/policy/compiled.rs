@@ -21,7 +21,8 @@ use regorus::{Engine, Value};
 const POOL_SIZE: usize = 16;
 
 /// Which evaluator a set runs on, and why when it is not the compiled one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EvaluatorKind {
     Compiled,
     /// The interpreter, with the reason the set could not be compiled.

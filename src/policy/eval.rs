@@ -138,24 +138,61 @@ impl PolicySet {
             }
         };
         let entry = self.entries.rule_for(&req.kind.group, &req.kind.kind);
-        let run = with_run_list(&input, matching.iter().map(|(i, _)| *i));
-        let verdicts = match &self.compiled {
-            Ok(program) => program.eval(entry, run),
+        let combined: Vec<usize> = matching
+            .iter()
+            .filter(|(_, p)| p.separate.is_none())
+            .map(|(i, _)| *i)
+            .collect();
+        let verdicts = (!combined.is_empty()).then(|| {
+            let run = with_run_list(&input, combined.iter().copied());
+            match &self.compiled {
+                Ok(program) => program.eval(entry, run),
+                Err(_) => {
+                    let mut engine = self.engine.clone();
+                    engine.set_input(run);
+                    engine.eval_rule(entry.into())
+                }
+            }
+        });
+        let mut hits = Vec::new();
+        for (i, policy) in &matching {
+            match (&policy.separate, &verdicts) {
+                (Some(params), _) => hits.extend(self.evaluate_separate(&input, policy, params)),
+                (None, Some(Ok(verdicts))) => {
+                    hits.extend(hits_of(
+                        policy,
+                        &verdicts[&regorus::Value::from(i.to_string())],
+                    ));
+                }
+                (None, _) => hits.extend(self.evaluate_one(&input, policy)),
+            }
+        }
+        hits
+    }
+
+    /// A policy evaluated on its own with its parameters in `input.parameters` (see
+    /// `Policy::separate`).
+    fn evaluate_separate(
+        &self,
+        input: &regorus::Value,
+        policy: &Policy,
+        params: &regorus::Value,
+    ) -> Vec<PolicyHit> {
+        let input = with_parameters(input, params);
+        let value = match &self.compiled {
+            Ok(program) => program.eval(&policy.rule, input),
             Err(_) => {
                 let mut engine = self.engine.clone();
-                engine.set_input(run);
-                engine.eval_rule(entry.into())
+                engine.set_input(input);
+                engine.eval_rule(policy.rule.clone())
             }
         };
-        match verdicts {
-            Ok(verdicts) => matching
-                .iter()
-                .flat_map(|(i, p)| hits_of(p, &verdicts[&regorus::Value::from(i.to_string())]))
-                .collect(),
-            Err(_) => matching
-                .iter()
-                .flat_map(|(_, p)| self.evaluate_one(&input, p))
-                .collect(),
+        match value {
+            Ok(value) => hits_of(policy, &as_list(value)),
+            Err(err) => {
+                tracing::warn!(policy = %policy.name, file = %policy.file, error = %format!("{err:#}"), "policy evaluation failed");
+                vec![failure_hit(policy, &err)]
+            }
         }
     }
 
@@ -179,6 +216,25 @@ impl PolicySet {
                 vec![failure_hit(policy, &err)]
             }
         }
+    }
+}
+
+/// `input` with `parameters` replaced (a clone shares everything else).
+pub(super) fn with_parameters(input: &regorus::Value, params: &regorus::Value) -> regorus::Value {
+    let mut input = input.clone();
+    if let Ok(map) = input.as_object_mut() {
+        map.insert(regorus::Value::from("parameters"), params.clone());
+    }
+    input
+}
+
+/// A `violation` rule's value as the list the verdicts module makes of it: a set's members in
+/// order, nothing for an undefined rule; anything else is left for `hits_of` to refuse.
+fn as_list(value: regorus::Value) -> regorus::Value {
+    match value {
+        regorus::Value::Set(set) => regorus::Value::from(set.iter().cloned().collect::<Vec<_>>()),
+        regorus::Value::Undefined => regorus::Value::new_array(),
+        other => other,
     }
 }
 

@@ -163,6 +163,8 @@ pub struct PolicyStatus {
     pub source: String,
     /// The last reload failure, cleared by the next successful reload.
     pub last_error: Option<String>,
+    /// What runs the serving set, and why when it is not the compiled evaluator.
+    pub evaluator: EvaluatorKind,
 }
 
 /// One problem in a policy set, located as precisely as the source allows.
@@ -298,7 +300,32 @@ impl PolicyStore {
             shadow,
         };
         store.size_gauge().set(gauge_value(count));
+        store.record_evaluator(&store.current.load());
         Ok(Arc::new(store))
+    }
+
+    /// `sandbox_admission_policy_evaluator` for `set`, and a fallback counted.
+    fn record_evaluator(&self, set: &PolicySet) {
+        let which = if self.shadow { "shadow" } else { "serving" };
+        let kind = set.evaluator();
+        for evaluator in ["rvm", "interpreter"] {
+            let labels = crate::metrics::EvaluatorLabels {
+                set: which.into(),
+                evaluator: evaluator.into(),
+            };
+            let on = i64::from(kind.name() == evaluator);
+            self.metrics.policy_evaluator.get_or_create(&labels).set(on);
+        }
+        if let EvaluatorKind::Interpreter(why) = &kind
+            && self.config.evaluator == EvaluatorChoice::Compiled
+            && !set.is_empty()
+        {
+            self.metrics
+                .policy_evaluator_fallbacks
+                .get_or_create(&crate::metrics::SetLabels { set: which.into() })
+                .inc();
+            tracing::warn!(set = which, reason = %why, "policy set runs on the interpreter");
+        }
     }
 
     fn size_gauge(&self) -> &prometheus_client::metrics::gauge::Gauge {
@@ -360,6 +387,7 @@ impl PolicyStore {
             policies: set.len(),
             source: set.origin().to_owned(),
             last_error: self.last_error().clone(),
+            evaluator: set.evaluator(),
         }
     }
 
@@ -394,6 +422,7 @@ impl PolicyStore {
                 self.reloads.send_modify(|n| *n += 1);
                 *self.last_error() = None;
                 self.size_gauge().set(gauge_value(count));
+                self.record_evaluator(&self.current.load());
                 self.metrics.reload(self.reload_family(), true);
                 tracing::info!(policies = count, source = %source.describe(), "policy set reloaded");
                 Ok(count)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use regorus::Engine;
 use regorus::utils::limits::ExecutionTimerConfig;
+use serde::Deserialize;
 use serde_json::{Map, json};
 
 use super::compile::{self, Role};
@@ -50,6 +51,14 @@ pub struct Policy {
     pub(super) binding: String,
     /// The comprehension body yielding each violation as `v`, for the verdicts module.
     violations: String,
+    /// Its `violation` rule (`data.sandbox.example.violation`).
+    pub(super) rule: String,
+    /// For a policy whose module reads `input.parameters` as written (a Gatekeeper template with
+    /// several constraints, or a library reading `input`): its parameters, to be placed in
+    /// `input.parameters` for an evaluation of its own, as Gatekeeper evaluates each constraint.
+    /// Such policies are not in the verdicts module, so that module needs no `with` (which the
+    /// RVM lacks and which drops the interpreter's rule cache).
+    pub(super) separate: Option<regorus::Value>,
 }
 
 pub struct PolicySet {
@@ -328,6 +337,20 @@ impl PolicySet {
                 )
             };
             let statement = format!("{binding} := [v | {violations}]");
+            let separate = if direct {
+                None
+            } else {
+                match regorus::Value::deserialize(&meta.parameters) {
+                    Ok(value) => Some(value),
+                    Err(e) => {
+                        issues.push(issue(
+                            &path,
+                            format!("parameters cannot be given to the policy: {e}"),
+                        ));
+                        continue;
+                    }
+                }
+            };
             params.insert(key, meta.parameters.clone());
             policies.push(Policy {
                 name,
@@ -339,6 +362,8 @@ impl PolicySet {
                 statement,
                 binding,
                 violations,
+                rule: format!("{package}.violation"),
+                separate,
             });
         }
         if issues.is_empty() {
@@ -386,9 +411,6 @@ impl PolicySet {
             EvaluatorChoice::Interpreter => Err("policy.evaluator is interpreter".into()),
             EvaluatorChoice::Compiled => set.compile_program(config, &probed).map(Arc::new),
         };
-        if let Err(why) = &set.compiled {
-            tracing::warn!(origin = %set.origin, reason = %why, "policy set runs on the interpreter, not compiled");
-        }
         Ok(set)
     }
 
@@ -397,33 +419,59 @@ impl PolicySet {
     fn compile_program(
         &self,
         config: &PolicyConfig,
-        probed: &regorus::Value,
+        probed: &Probed,
     ) -> Result<CompiledSet, String> {
-        let compiled = CompiledSet::build(&self.engine, &self.entries.all_rules(), timer(config))
+        let mut entry_points = self.entries.all_rules();
+        for policy in self.policies.iter().filter(|p| p.separate.is_some()) {
+            if !entry_points.contains(&policy.rule.as_str()) {
+                entry_points.push(&policy.rule);
+            }
+        }
+        let compiled = CompiledSet::build(&self.engine, &entry_points, timer(config))
             .map_err(|e| format!("the RVM cannot compile the set: {e}"))?;
+        let shown = |v: &regorus::Value| v.to_json_str().unwrap_or_default();
         let on_vm = compiled
             .eval(VERDICTS_RULE, probe_input(self.policies.len()))
             .map_err(|e| format!("the set fails on the RVM on an empty review: {e:#}"))?;
-        if &on_vm != probed {
-            let differing: Vec<String> = self
-                .policies
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| {
-                    let key = regorus::Value::from(i.to_string());
-                    on_vm[&key] != probed[&key]
-                })
-                .map(|(i, p)| {
-                    let key = regorus::Value::from(i.to_string());
-                    let shown = |v: &regorus::Value| v.to_json_str().unwrap_or_default();
-                    format!(
-                        "{} (RVM {}, interpreter {})",
-                        p.name,
-                        shown(&on_vm[&key]),
-                        shown(&probed[&key])
-                    )
-                })
-                .collect();
+        let mut differing = Vec::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            if policy.separate.is_some() {
+                continue;
+            }
+            let key = regorus::Value::from(i.to_string());
+            if on_vm[&key] != probed.combined[&key] {
+                differing.push(format!(
+                    "{} (RVM {}, interpreter {})",
+                    policy.name,
+                    shown(&on_vm[&key]),
+                    shown(&probed.combined[&key])
+                ));
+            }
+        }
+        for (i, interpreted) in &probed.separate {
+            let Some(policy) = self.policies.get(*i) else {
+                continue;
+            };
+            let Some(params) = &policy.separate else {
+                continue;
+            };
+            let input = super::eval::with_parameters(&empty_review(), params);
+            let value = compiled.eval(&policy.rule, input).map_err(|e| {
+                format!(
+                    "policy {} fails on the RVM on an empty review: {e:#}",
+                    policy.name
+                )
+            })?;
+            if &value != interpreted {
+                differing.push(format!(
+                    "{} (RVM {}, interpreter {})",
+                    policy.name,
+                    shown(&value),
+                    shown(interpreted)
+                ));
+            }
+        }
+        if !differing.is_empty() {
             return Err(format!(
                 "the RVM and the interpreter disagree on an empty review: {}",
                 differing.join("; ")
@@ -459,7 +507,7 @@ impl PolicySet {
     /// when a call is reached, so this is what turns a misspelt builtin into a load error (and
     /// the last good set keeps serving) instead of a denial of every request.
     /// The verdicts of the empty review are returned, for the compiled program's own probe.
-    fn probe(&self) -> Result<regorus::Value, PolicyLoadError> {
+    fn probe(&self) -> Result<Probed, PolicyLoadError> {
         let input = empty_review();
         // The probe runs at load, not on a request's clock: a slow (loaded, unoptimised) machine
         // must not turn the per-request limit into a load failure, so it gets a generous one.
@@ -468,30 +516,56 @@ impl PolicySet {
             limit: PROBE_TIME_LIMIT,
             check_interval: NonZeroU32::new(TIMER_CHECK_INTERVAL).unwrap_or(NonZeroU32::MIN),
         });
-        // All policies in one evaluation first; only a failure needs each one alone, to name it.
+        let mut issues = Vec::new();
+        let fails = |policy: &Policy, e: &anyhow::Error, issues: &mut Vec<LoadIssue>| {
+            let mut found = compile::issue_from(&policy.file, e);
+            found.message = format!("fails on an empty review: {}", found.message);
+            issues.push(found);
+        };
+        // The combined policies in one evaluation first; only a failure needs each one alone,
+        // to name it. If each passes alone there are no combined verdicts to hold the compiled
+        // program to, and it will not be used for this set.
         let mut engine = probe_engine.clone();
         engine.set_input(probe_input(self.policies.len()));
-        if let Ok(verdicts) = engine.eval_rule(VERDICTS_RULE.into()) {
-            return Ok(verdicts);
-        }
-        let mut issues = Vec::new();
-        for policy in &self.policies {
+        let combined = match engine.eval_rule(VERDICTS_RULE.into()) {
+            Ok(verdicts) => verdicts,
+            Err(_) => {
+                for policy in self.policies.iter().filter(|p| p.separate.is_none()) {
+                    let mut engine = probe_engine.clone();
+                    engine.set_input(input.clone());
+                    if let Err(e) = engine.eval_query(policy.statement.clone(), false) {
+                        fails(policy, &e, &mut issues);
+                    }
+                }
+                regorus::Value::Undefined
+            }
+        };
+        let mut separate = Vec::new();
+        for (i, policy) in self.policies.iter().enumerate() {
+            let Some(params) = &policy.separate else {
+                continue;
+            };
             let mut engine = probe_engine.clone();
-            engine.set_input(input.clone());
-            if let Err(e) = engine.eval_query(policy.statement.clone(), false) {
-                let mut found = compile::issue_from(&policy.file, &e);
-                found.message = format!("fails on an empty review: {}", found.message);
-                issues.push(found);
+            engine.set_input(super::eval::with_parameters(&input, params));
+            match engine.eval_rule(policy.rule.clone()) {
+                Ok(value) => separate.push((i, value)),
+                Err(e) => fails(policy, &e, &mut issues),
             }
         }
         if issues.is_empty() {
-            // Each policy alone passed: nothing to name. There are no combined verdicts to hold
-            // the compiled program to, so it will not be used for this set.
-            Ok(regorus::Value::Undefined)
+            Ok(Probed { combined, separate })
         } else {
             Err(PolicyLoadError { issues })
         }
     }
+}
+
+/// The interpreter's verdicts on the load probe's empty review.
+struct Probed {
+    /// The verdicts rule's value (`Undefined` when it failed though each policy passed alone).
+    combined: regorus::Value,
+    /// Each separately evaluated policy's `violation` value, by policy index.
+    separate: Vec<(usize, regorus::Value)>,
 }
 
 /// The review the load probe judges: nothing in it, so every policy's guards are exercised on
@@ -524,6 +598,9 @@ fn verdicts_module(policies: &[Policy]) -> (String, EntryRules) {
     let mut by_kind: BTreeMap<(String, String), Vec<usize>> = BTreeMap::new();
     let mut any_kind = Vec::new();
     for (i, policy) in policies.iter().enumerate() {
+        if policy.separate.is_some() {
+            continue;
+        }
         text.push_str(&format!(
             "p{i} := [v |\n\tinput.{RUN_KEY}[\"{i}\"]\n\t{}\n]\n",
             policy.violations

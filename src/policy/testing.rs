@@ -156,6 +156,8 @@ pub struct CheckSummary {
     /// `(name, file, enforcementAction)` of each policy.
     pub policies: Vec<(String, String, String)>,
     pub test_files: usize,
+    /// What would run the set in the server.
+    pub evaluator: super::EvaluatorKind,
 }
 
 /// Load `dir` exactly as `serve --policies` would, and parse its test files too.
@@ -191,6 +193,7 @@ pub fn check_profile(dir: &Path, profile: &str) -> Result<CheckSummary, PolicyLo
                 .map(|p| (p.name.clone(), p.file.clone(), p.action.to_string()))
                 .collect(),
             test_files,
+            evaluator: set.evaluator(),
         }),
         _ => Err(PolicyLoadError { issues }),
     }

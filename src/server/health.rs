@@ -84,6 +84,11 @@ async fn readyz(State(s): State<HealthState>) -> Response {
             "ok": policies.loaded,
             "detail": format!("{} policies serving", policies.policies),
             "lastReloadError": policies.last_error,
+            "evaluator": policies.evaluator.name(),
+            "evaluatorFallback": match &policies.evaluator {
+                crate::policy::EvaluatorKind::Interpreter(why) => Some(why.as_str()),
+                crate::policy::EvaluatorKind::Compiled => None,
+            },
         }),
     );
     let code = if ready {

@@ -222,6 +222,10 @@ pub enum VmError {
     #[error("{message} (pc={pc})")]
     ConflictingOutputs { message: String, pc: usize },
 
+    /// sandbox-admission patch 12: a rule reached again while it is being evaluated.
+    #[error("recursion: rule {rule} depends on itself (pc={pc})")]
+    RecursiveRule { rule: String, pc: usize },
+
     #[error("Arithmetic error: {message} (pc={pc})")]
     ArithmeticError { message: String, pc: usize },
 

@@ -16,6 +16,10 @@ use super::execution_model::{
 };
 use super::machine::RegoVM;
 
+/// Deepest nesting of rule and function calls one evaluation may reach (sandbox-admission
+/// patch 12); each level uses native stack, and real policies nest a few dozen at most.
+const MAX_RULE_CALL_DEPTH: usize = 512;
+
 impl RegoVM {
     /// Returns true if the error represents a resource-limit violation that
     /// must never be silently absorbed by rule evaluation.
@@ -29,6 +33,12 @@ impl RegoVM {
                 | VmError::RegexSizeLimitExceeded { .. }
                 | VmError::InstructionLimitExceeded { .. }
                 | VmError::NumericOverflow { .. }
+                // sandbox-admission patch 12: recursion and division by zero are evaluation
+                // errors in OPA, not a failed body (which would drop a violation silently).
+                | VmError::RecursiveRule { .. }
+                | VmError::InvalidDivision { .. }
+                | VmError::InvalidModulo { .. }
+                | VmError::ModuloOnFloat { .. }
         )
     }
 
@@ -277,6 +287,30 @@ impl RegoVM {
             }
             self.set_register(dest, result)?;
             return Ok(());
+        }
+
+        // sandbox-admission patch 12: a rule that depends on itself (`a := b`, `b := a`), or a
+        // call chain deeper than any policy needs, is an evaluation error, as in OPA and the
+        // interpreter, not an overflow of the native stack that aborts the process.
+        if !is_function_rule
+            && self
+                .call_rule_stack
+                .iter()
+                .any(|context| context.rule_index == rule_index)
+        {
+            return Err(VmError::RecursiveRule {
+                rule: rule_info.name.clone(),
+                pc: self.pc,
+            });
+        }
+        if self.call_rule_stack.len() >= MAX_RULE_CALL_DEPTH {
+            return Err(VmError::RecursiveRule {
+                rule: alloc::format!(
+                    "{} (calls nested deeper than {MAX_RULE_CALL_DEPTH})",
+                    rule_info.name
+                ),
+                pc: self.pc,
+            });
         }
 
         self.call_rule_stack.push(CallRuleContext {
