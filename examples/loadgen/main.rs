@@ -12,6 +12,7 @@
 mod client;
 mod flood;
 mod noop;
+mod profile;
 mod reload;
 mod report;
 mod shadow;
@@ -119,6 +120,10 @@ pub struct Args {
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
+    /// No load test: send the /mutate workload N times through the server's pipeline in this
+    /// process (no TLS, no HTTP), for `valgrind --tool=callgrind` (see profile.rs)
+    #[arg(long, value_name = "N")]
+    profile_passes: Option<u32>,
     /// Internal: run the no-op responder with certificates in DIR
     #[arg(long, hide = true)]
     serve_noop: Option<PathBuf>,
@@ -547,6 +552,17 @@ async fn flood_mode(
     Ok(())
 }
 
+/// `--profile-passes N` (see profile.rs).
+async fn profile_mode(args: &Args) -> anyhow::Result<()> {
+    sandbox_admission::certs::install_crypto_provider();
+    let fixtures = args
+        .fixtures
+        .clone()
+        .unwrap_or_else(workload::default_fixtures);
+    let w = workload::Workload::from_fixtures(&fixtures);
+    profile::run(&w, args.profile_passes.unwrap_or(1)).await
+}
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -562,6 +578,7 @@ fn main() -> std::process::ExitCode {
     let result = match args.serve_noop.clone() {
         Some(dir) => runtime.block_on(noop::serve(&dir)),
         None if args.flood_child => runtime.block_on(flood_child(args)),
+        None if args.profile_passes.is_some() => runtime.block_on(profile_mode(&args)),
         None => runtime.block_on(run(args)),
     };
     match result {

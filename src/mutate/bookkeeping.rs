@@ -100,7 +100,7 @@ pub fn record(
     ];
     let map = metadata_map(pod, "labels")?;
     for (name, value) in labels {
-        put(map, &format!("{}{name}", b.prefix), value, "label", changes);
+        put(map, &[b.prefix, name].concat(), value, "label", changes);
     }
     remove_foreign(map, b.prefix, &LABELS, &[], "label", changes);
 
@@ -109,22 +109,22 @@ pub fn record(
     let long_name = id.name.as_deref().filter(|_| !name_fits);
     put(
         map,
-        &format!("{}sandbox-name", b.prefix),
+        &[b.prefix, "sandbox-name"].concat(),
         long_name,
         "annotation",
         changes,
     );
     put(
         map,
-        &format!("{}idle-timeout", b.prefix),
+        &[b.prefix, "idle-timeout"].concat(),
         Some(b.idle_timeout),
         "annotation",
         changes,
     );
     // The idle clock starts at the first admission; a reinvocation must not restart it, and a
     // value the webhook did not write (copied, or made up to stop the clock) must not survive.
-    let admitted_key = format!("{}admitted-at", b.prefix);
-    let seal_key = format!("{}admitted-at-seal", b.prefix);
+    let admitted_key = [b.prefix, "admitted-at"].concat();
+    let seal_key = [b.prefix, "admitted-at-seal"].concat();
     let ours = match (
         map.get(&admitted_key).and_then(Value::as_str),
         map.get(&seal_key).and_then(Value::as_str),

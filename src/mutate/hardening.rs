@@ -12,7 +12,7 @@
 use serde_json::{Map, Value};
 
 use super::config::HardeningConfig;
-use super::patch::{Refusal, child_map};
+use super::patch::{Refusal, Touched, child_map};
 
 const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
@@ -24,11 +24,13 @@ pub fn harden(
     config: &HardeningConfig,
     changes: &mut Vec<String>,
     warnings: &mut Vec<String>,
+    touched: &mut Touched,
 ) -> Result<(), Refusal> {
     if config.disable_service_account_token && is_unset(spec.get("automountServiceAccountToken")) {
         spec.insert("automountServiceAccountToken".into(), Value::Bool(false));
+        touched.mark(&["spec", "automountServiceAccountToken"]);
         changes.push("automountServiceAccountToken=false".into());
-        remove_injected_token(spec, changes);
+        remove_injected_token(spec, changes, touched);
     }
     let windows = spec
         .get("os")
@@ -53,6 +55,7 @@ pub fn harden(
                 .map_err(|e| Refusal::new(format!("cannot encode seccompProfile: {e}")))?;
             let sc = child_map(spec, "securityContext", "spec.securityContext")?;
             sc.insert("seccompProfile".into(), profile);
+            touched.mark(&["spec", "securityContext"]);
             changes.push(format!("seccompProfile {}", config.seccomp_profile.type_));
         }
     }
@@ -76,12 +79,15 @@ pub fn harden(
                 .and_then(Value::as_str)
                 .unwrap_or("?")
                 .to_owned();
-            harden_container(container, &name, &path, config, changes, warnings)?;
+            if harden_container(container, &name, &path, config, changes, warnings)? {
+                touched.mark(&["spec", list, &i.to_string(), "securityContext"]);
+            }
         }
     }
     Ok(())
 }
 
+/// Returns whether the container's `securityContext` was set.
 fn harden_container(
     container: &mut Map<String, Value>,
     name: &str,
@@ -89,7 +95,8 @@ fn harden_container(
     config: &HardeningConfig,
     changes: &mut Vec<String>,
     warnings: &mut Vec<String>,
-) -> Result<(), Refusal> {
+) -> Result<bool, Refusal> {
+    let mut set = false;
     let sc = container.get("securityContext");
     let privileged = sc
         .and_then(|sc| sc.get("privileged"))
@@ -125,6 +132,7 @@ fn harden_container(
                 &format!("{path}.securityContext"),
             )?;
             sc.insert("allowPrivilegeEscalation".into(), Value::Bool(false));
+            set = true;
             changes.push(format!("container {name}: allowPrivilegeEscalation=false"));
         }
     }
@@ -152,14 +160,19 @@ fn harden_container(
                 ))
             })?
             .push(Value::String("ALL".into()));
+        set = true;
         changes.push(format!("container {name}: capabilities.drop+=ALL"));
     }
-    Ok(())
+    Ok(set)
 }
 
 /// Remove the plugin's projected token volume (recognised by name and by its
 /// `serviceAccountToken` source, so a user's own volume is never touched) and its mounts.
-fn remove_injected_token(spec: &mut Map<String, Value>, changes: &mut Vec<String>) {
+fn remove_injected_token(
+    spec: &mut Map<String, Value>,
+    changes: &mut Vec<String>,
+    touched: &mut Touched,
+) {
     let Some(Value::Array(volumes)) = spec.get_mut("volumes") else {
         return;
     };
@@ -183,14 +196,16 @@ fn remove_injected_token(spec: &mut Map<String, Value>, changes: &mut Vec<String
     if volumes.is_empty() {
         spec.remove("volumes");
     }
+    touched.mark(&["spec", "volumes"]);
     for list in CONTAINER_LISTS {
         let Some(Value::Array(containers)) = spec.get_mut(list) else {
             continue;
         };
-        for container in containers.iter_mut() {
+        for (i, container) in containers.iter_mut().enumerate() {
             let Some(Value::Array(mounts)) = container.get_mut("volumeMounts") else {
                 continue;
             };
+            touched.mark(&["spec", list, &i.to_string(), "volumeMounts"]);
             mounts.retain(|m| {
                 !m.get("name")
                     .and_then(Value::as_str)
@@ -226,6 +241,7 @@ mod tests {
             &HardeningConfig::default(),
             &mut changes,
             &mut warnings,
+            &mut Touched::default(),
         )
         .unwrap();
         (spec, changes, warnings)
@@ -341,6 +357,7 @@ mod tests {
             &config,
             &mut changes,
             &mut Vec::new(),
+            &mut Touched::default(),
         )
         .unwrap();
         assert_eq!(spec, json!({"containers": [{"name": "a"}]}));

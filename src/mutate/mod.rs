@@ -1,9 +1,13 @@
 //! Pod mutation (`/mutate`): puts Sandbox pods into their isolation runtime, hardens them,
 //! labels them for their network profile and for the controller's bookkeeping.
 //!
-//! The pod is edited as the raw JSON the API server sent and the answer is the diff, so fields
-//! this crate does not model survive. Every step only adds what is missing, so running the
-//! mutation on its own output yields an empty patch (safe with `reinvocationPolicy: IfNeeded`).
+//! The pod is read from the JSON the API server sent, keeping only the parts mutation reads or
+//! writes (its *outline*, [`read`]); the steps edit the outline and the answer is the difference
+//! of the outline before and after, which is the patch of the whole pod: fields this crate does
+//! not model are never built, never copied and survive untouched. The in-memory mutation that
+//! validation judges (`effective_pod`) runs the same steps on the same outline and applies that
+//! patch to the whole pod. Every step only adds what is missing, so running the mutation on its
+//! own output yields an empty patch (safe with `reinvocationPolicy: IfNeeded`).
 
 mod bookkeeping;
 mod config;
@@ -11,6 +15,7 @@ mod hardening;
 pub mod labels;
 pub mod network;
 mod patch;
+mod read;
 mod runtime;
 pub mod sandbox_pod;
 mod seal;
@@ -18,11 +23,11 @@ mod seal;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission::{AdmissionRequest, Operation};
+use crate::admission::{AdmissionRequest, ObjectJson, Operation};
 use crate::cluster::{ClusterAccess, Ensured, Lookup};
 
 pub use bookkeeping::{
@@ -30,6 +35,7 @@ pub use bookkeeping::{
 };
 pub use config::{HardeningConfig, MutationConfig, NetworkProfile, OnFailure, RuntimeProfile};
 pub use patch::Refusal;
+use patch::Touched;
 pub use seal::Seal;
 
 use bookkeeping::{Bookkeeping, PodRef};
@@ -73,6 +79,9 @@ pub struct Mutator {
     cluster: Option<Arc<dyn ClusterAccess>>,
     /// Seals the admission time; `serve` keys it from the serving key ([`Mutator::seal`]).
     seal: Arc<Seal>,
+    /// `<prefix>runtime` and `<prefix>network-profile`: the profile choices, read per review.
+    runtime_key: String,
+    network_key: String,
 }
 
 impl Mutator {
@@ -93,6 +102,8 @@ impl Mutator {
             prefix: label_prefix.to_owned(),
             cluster,
             seal: Arc::new(Seal::random()),
+            runtime_key: format!("{label_prefix}runtime"),
+            network_key: network::profile_label_key(label_prefix),
         }
     }
 
@@ -110,7 +121,7 @@ impl Mutator {
         if !self.config.enabled || !is_pod_create {
             return MutationOutcome::default();
         }
-        match self.mutate_pod(req).await {
+        match self.mutate_pod(req, Utc::now()).await {
             Ok(outcome) => outcome,
             Err(Refusal(message)) => MutationOutcome {
                 denial: Some(format!("[mutation] {message}")),
@@ -119,11 +130,17 @@ impl Mutator {
         }
     }
 
-    async fn mutate_pod(&self, req: &AdmissionRequest) -> Result<MutationOutcome, Refusal> {
+    async fn mutate_pod(
+        &self,
+        req: &AdmissionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<MutationOutcome, Refusal> {
         let object = req
-            .object()
+            .object_json()
             .ok_or_else(|| Refusal::new("CREATE Pod request carries no object"))?;
-        let pod = PodHead::deserialize(object)
+        let outline =
+            read::read(object).map_err(|e| Refusal::new(format!("the pod cannot be read: {e}")))?;
+        let pod = PodHead::deserialize(&outline)
             .map_err(|e| Refusal::new(format!("the pod cannot be read as a v1 Pod: {e}")))?;
         let namespace = if req.namespace.is_empty() {
             pod.metadata.namespace.clone().unwrap_or_default()
@@ -146,8 +163,8 @@ impl Mutator {
             }
         };
         let enforced = known_ns_labels.is_some();
-        let (mutated, mut out, network) = self
-            .apply(object, &pod, &identity, &namespace, known_ns_labels)
+        let (_, patch, mut out, network) = self
+            .apply(&outline, &pod, &identity, &namespace, known_ns_labels, now)
             .await?;
         if enforced {
             out.audit_annotations
@@ -158,7 +175,7 @@ impl Mutator {
             self.ensure_network_policy(req, &namespace, name, profile, &mut out)
                 .await?;
         }
-        out.patch = patch::diff(object, &mutated);
+        out.patch = patch;
         Ok(out)
     }
 
@@ -207,27 +224,34 @@ impl Mutator {
         }
         let pod =
             sandbox_pod::controller_pod(req, object, template, owner == TemplateOwner::Template)?;
-        let head = PodHead::deserialize(&pod)
+        let outline = read::read(ObjectJson::Value(&pod))
+            .map_err(|e| Refusal::new(format!("the controller's pod cannot be read: {e}")))?;
+        let head = PodHead::deserialize(&outline)
             .map_err(|e| Refusal::new(format!("spec.podTemplate.metadata cannot be read: {e}")))?;
         let identity = sandbox_pod::identify(&head.metadata)
             .ok_or_else(|| Refusal::new("the controller's pod would not be a Sandbox pod"))?;
         let namespace = req.namespace.clone();
-        let (mutated, out, _) = self.apply(&pod, &head, &identity, &namespace, None).await?;
-        let defaulted = patch::diff(&pod, &mutated)
-            .iter()
-            .map(|op| op.path().to_string())
-            .collect();
+        let (_, ops, out, _) = self
+            .apply(&outline, &head, &identity, &namespace, None, Utc::now())
+            .await?;
+        // The same patch `/mutate` would answer, applied to the whole pod.
+        let mut pod = pod;
+        json_patch::patch(&mut pod, &ops)
+            .map_err(|e| Refusal::new(format!("the mutation does not apply to the pod: {e}")))?;
+        let defaulted = ops.iter().map(|op| op.path().to_string()).collect();
         Ok(EffectivePod {
-            pod: mutated,
+            pod,
             defaulted,
             mutations: out.mutations,
             warnings: out.warnings,
         })
     }
 
-    /// Every in-memory step of the mutation on `object` (a Sandbox pod), in order: runtime,
-    /// hardening, bookkeeping. Returns the mutated copy, what was done, and the network profile
-    /// whose NetworkPolicy the caller may apply.
+    /// Every in-memory step of the mutation on `object` (a Sandbox pod's outline, or the whole
+    /// pod: the steps read and write only what the outline keeps), in order: runtime,
+    /// hardening, bookkeeping. Returns the mutated copy, the patch from `object` to it (built
+    /// from the places each step set), what was done, and the network profile whose
+    /// NetworkPolicy the caller may apply.
     async fn apply(
         &self,
         object: &Value,
@@ -235,9 +259,17 @@ impl Mutator {
         identity: &sandbox_pod::SandboxIdentity,
         namespace: &str,
         known_ns_labels: Option<BTreeMap<String, String>>,
-    ) -> Result<(Value, MutationOutcome, String), Refusal> {
-        let runtime_key = format!("{}runtime", self.prefix);
-        let network_key = network::profile_label_key(&self.prefix);
+        now: DateTime<Utc>,
+    ) -> Result<
+        (
+            Value,
+            Vec<json_patch::PatchOperation>,
+            MutationOutcome,
+            String,
+        ),
+        Refusal,
+    > {
+        let (runtime_key, network_key) = (self.runtime_key.as_str(), self.network_key.as_str());
         let annotation = |key: &str| {
             pod.metadata
                 .annotations
@@ -246,7 +278,7 @@ impl Mutator {
                 .map(String::as_str)
         };
         let (runtime_annotation, network_annotation) =
-            (annotation(&runtime_key), annotation(&network_key));
+            (annotation(runtime_key), annotation(network_key));
         let ns_labels = match known_ns_labels {
             Some(labels) => labels,
             None if runtime_annotation.is_none() || network_annotation.is_none() => {
@@ -258,17 +290,24 @@ impl Mutator {
 
         let mut out = MutationOutcome::default();
         let mut mutated = object.clone();
+        let mut touched = Touched::default();
 
         let (runtime_name, profile, source) = runtime::choose(
             "runtime",
-            &runtime_key,
+            runtime_key,
             runtime_annotation,
-            ns_label(&runtime_key),
+            ns_label(runtime_key),
             &self.config.default_runtime,
             &self.config.runtimes,
         )?;
         let runtime_label = self
-            .set_runtime(pod, &mut mutated, (runtime_name, profile, source), &mut out)
+            .set_runtime(
+                pod,
+                &mut mutated,
+                (runtime_name, profile, source),
+                &mut out,
+                &mut touched,
+            )
             .await?;
 
         hardening::harden(
@@ -276,13 +315,14 @@ impl Mutator {
             &self.config.hardening,
             &mut out.mutations,
             &mut out.warnings,
+            &mut touched,
         )?;
 
         let (network_name, _, _) = runtime::choose(
             "network",
-            &network_key,
+            network_key,
             network_annotation,
-            ns_label(&network_key),
+            ns_label(network_key),
             &self.config.default_network_profile,
             &self.config.network_profiles,
         )?;
@@ -294,7 +334,7 @@ impl Mutator {
                 runtime_profile: runtime_label,
                 network_profile: network_name,
                 idle_timeout: &self.config.idle_timeout,
-                now: Utc::now(),
+                now,
                 seal: &self.seal,
                 pod: PodRef {
                     namespace,
@@ -304,13 +344,16 @@ impl Mutator {
             },
             &mut out.mutations,
         )?;
+        touched.mark(&["metadata", "labels"]);
+        touched.mark(&["metadata", "annotations"]);
         patch::prune_created_empty(object, &mut mutated);
+        let ops = patch::diff_touched(object, &mutated, &touched);
 
         out.audit_annotations
             .insert("runtime".into(), runtime_label.unwrap_or("none").into());
         out.audit_annotations
             .insert("network-profile".into(), network_name.into());
-        Ok((mutated, out, network_name.to_owned()))
+        Ok((mutated, ops, out, network_name.to_owned()))
     }
 
     /// The RuntimeClasses of the configured profiles, class name → (profile, handler): every
@@ -365,6 +408,7 @@ impl Mutator {
         mutated: &mut Value,
         (name, profile, source): (&'a str, &'a RuntimeProfile, Source),
         out: &mut MutationOutcome,
+        touched: &mut Touched,
     ) -> Result<Option<&'a str>, Refusal> {
         let class = profile.runtime_class_name.as_str();
         let existing = pod
@@ -425,6 +469,14 @@ impl Mutator {
             },
         };
         let spec = patch::spec(mutated)?;
+        for field in [
+            "runtimeClassName",
+            "nodeSelector",
+            "overhead",
+            "tolerations",
+        ] {
+            touched.mark(&["spec", field]);
+        }
         spec.insert("runtimeClassName".into(), Value::String(class.to_owned()));
         out.mutations.push(format!("runtimeClassName={class}"));
         runtime::apply_placement(spec, &placement, class, &mut out.mutations)?;

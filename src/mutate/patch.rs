@@ -1,8 +1,11 @@
-//! Editing the raw pod JSON in place, and turning the edit into an RFC 6902 patch.
+//! Editing the pod's JSON in place, and turning the edits into an RFC 6902 patch.
 //!
-//! Edits go to a copy of the object exactly as the API server sent it, and the patch is the diff
-//! of the two: fields this crate does not model survive untouched, `/` and `~` in keys are
-//! escaped (`~1`, `~0`), and a map the edit created is added whole.
+//! Edits go to a copy of the pod's outline (`read`), and every step marks the places it sets
+//! ([`Touched`]); the patch is the difference of the two at those places only
+//! ([`diff_touched`]), walked in the order and with the operations of a whole diff, so it is
+//! exactly the patch `json_patch::diff` gives for the whole pod: fields this crate does not
+//! model survive untouched, `/` and `~` in keys are escaped (`~1`, `~0`), and a map the edit
+//! created is added whole.
 
 use serde_json::{Map, Value};
 
@@ -77,7 +80,10 @@ pub fn prune_created_empty(original: &Value, mutated: &mut Value) {
         return;
     };
     for which in ["labels", "annotations"] {
-        let was_there = original.pointer(&format!("/metadata/{which}")).is_some();
+        let was_there = original
+            .get("metadata")
+            .and_then(|m| m.get(which))
+            .is_some();
         let empty = meta
             .get(which)
             .and_then(Value::as_object)
@@ -88,13 +94,131 @@ pub fn prune_created_empty(original: &Value, mutated: &mut Value) {
     }
 }
 
+/// The places one mutation set, as paths of (unescaped) tokens from the pod's root. A place
+/// marked covers everything under it; marking a place that ends up unchanged costs a comparison
+/// and adds nothing to the patch.
+#[derive(Debug, Default)]
+pub struct Touched {
+    root: Trie,
+}
+
+#[derive(Debug, Default)]
+struct Trie {
+    /// Marked itself: compared whole.
+    whole: bool,
+    children: Vec<(String, Trie)>,
+}
+
+impl Touched {
+    /// Mark the place at `path` (tokens from the root, e.g. `["spec", "containers", "0"]`).
+    pub fn mark<S: AsRef<str>>(&mut self, path: &[S]) {
+        let mut node = &mut self.root;
+        for token in path {
+            if node.whole {
+                return;
+            }
+            let token = token.as_ref();
+            let at = match node.children.iter().position(|(t, _)| t == token) {
+                Some(at) => at,
+                None => {
+                    node.children.push((token.to_owned(), Trie::default()));
+                    node.children.len() - 1
+                }
+            };
+            node = &mut node.children[at].1;
+        }
+        node.whole = true;
+        node.children.clear();
+    }
+}
+
+/// The RFC 6902 operations turning `original` into `mutated`, where the two differ only at the
+/// places in `touched`: the operations and their order are those of [`diff`] (and of
+/// `json_patch::diff`), but only the touched places are walked.
+pub fn diff_touched(
+    original: &Value,
+    mutated: &Value,
+    touched: &Touched,
+) -> Vec<json_patch::PatchOperation> {
+    let mut ops = Vec::new();
+    touched_at(
+        Some(original),
+        Some(mutated),
+        &touched.root,
+        &mut String::new(),
+        &mut ops,
+    );
+    ops
+}
+
+fn touched_at(
+    left: Option<&Value>,
+    right: Option<&Value>,
+    node: &Trie,
+    path: &mut String,
+    ops: &mut Vec<json_patch::PatchOperation>,
+) {
+    let (left, right) = match (left, right) {
+        (Some(l), Some(r)) => (l, r),
+        // What the whole diff does for a member on one side only.
+        (None, Some(r)) => return ops.push(operation(path, Some(r), true)),
+        (Some(_), None) => return ops.push(operation(path, None, false)),
+        (None, None) => return,
+    };
+    if node.whole {
+        return diff_at(left, right, path, ops);
+    }
+    match (left, right) {
+        (Value::Object(l), Value::Object(r)) => {
+            let mut keys: Vec<(&str, &Trie)> = node
+                .children
+                .iter()
+                .map(|(k, child)| (k.as_str(), child))
+                .collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            // Members still there first, in order, then removed ones: as the whole diff walks.
+            for (key, child) in keys.iter().filter(|(k, _)| r.contains_key(*k)) {
+                let len = push_token(path, key);
+                touched_at(l.get(*key), r.get(*key), child, path, ops);
+                path.truncate(len);
+            }
+            for (key, _) in keys
+                .iter()
+                .filter(|(k, _)| !r.contains_key(*k) && l.contains_key(*k))
+            {
+                let len = push_token(path, key);
+                ops.push(operation(path, None, false));
+                path.truncate(len);
+            }
+        }
+        (Value::Array(l), Value::Array(r)) if l.len() == r.len() => {
+            let mut items: Vec<(usize, &Trie)> = node
+                .children
+                .iter()
+                .filter_map(|(k, child)| Some((k.parse().ok()?, child)))
+                .filter(|(i, _)| *i < l.len())
+                .collect();
+            items.sort_unstable_by_key(|(i, _)| *i);
+            for (index, child) in items {
+                let len = push_token(path, &index.to_string());
+                touched_at(l.get(index), r.get(index), child, path, ops);
+                path.truncate(len);
+            }
+        }
+        // A list that changed length, or a value that changed type: walked whole.
+        _ => diff_at(left, right, path, ops),
+    }
+}
+
 /// The RFC 6902 operations turning `original` into `mutated`.
 ///
 /// The same walk and the same operations as `json_patch::diff` (tests hold them equal), written
 /// here because that one keeps its position as a `jsonptr::PointerBuf` and pushes and pops a
 /// token for every node it visits, unchanged ones included: under `/mutate` load that pointer
 /// bookkeeping was over half of the diff's cost. Here the position is a plain string, escaped
-/// once per key, and a pointer is only parsed for the few nodes that changed.
+/// once per key, and a pointer is only parsed for the few nodes that changed. Mutation walks
+/// only what it touched ([`diff_touched`]); the whole walk is its reference in tests.
+#[cfg(test)]
 pub fn diff(original: &Value, mutated: &Value) -> Vec<json_patch::PatchOperation> {
     let mut ops = Vec::new();
     diff_at(original, mutated, &mut String::new(), &mut ops);
@@ -150,11 +274,18 @@ fn diff_at(
 fn push_token(path: &mut String, token: &str) -> usize {
     let len = path.len();
     path.push('/');
-    if token.contains(['~', '/']) {
-        path.push_str(&token.replace('~', "~0").replace('/', "~1"));
-    } else {
-        path.push_str(token);
+    // Escaped in one pass, without allocating (label keys nearly all hold a `/`).
+    let mut rest = token;
+    while let Some(at) = rest.find(['~', '/']) {
+        path.push_str(&rest[..at]);
+        path.push_str(if rest[at..].starts_with('~') {
+            "~0"
+        } else {
+            "~1"
+        });
+        rest = &rest[at + 1..];
     }
+    path.push_str(rest);
     len
 }
 

@@ -9,6 +9,8 @@ use crate::cluster::{ClusterError, FakeCluster};
 use crate::config::Config;
 use crate::mutate::labels::name_hash;
 
+mod outline;
+
 const P: &str = "sandbox-admission.io/";
 const ENFORCE_LABEL: &str = "sandbox-admission.io/isolation";
 

@@ -36,7 +36,7 @@ pub(super) fn policy_input(
     req: &AdmissionRequest,
     ctx: &EvalContext<'_>,
 ) -> anyhow::Result<regorus::Value> {
-    let mut review = regorus::Value::deserialize(&req.raw)?;
+    let mut review = regorus::Value::deserialize(req.raw())?;
     if let (Some(ns), Ok(map)) = (ctx.namespace, review.as_object_mut()) {
         map.insert(
             regorus::Value::from("namespaceObject"),
