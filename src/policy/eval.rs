@@ -143,17 +143,8 @@ impl PolicySet {
             .filter(|(_, p)| p.separate.is_none())
             .map(|(i, _)| *i)
             .collect();
-        let verdicts = (!combined.is_empty()).then(|| {
-            let run = with_run_list(&input, combined.iter().copied());
-            match &self.compiled {
-                Ok(program) => program.eval(entry, run),
-                Err(_) => {
-                    let mut engine = self.engine.clone();
-                    engine.set_input(run);
-                    engine.eval_rule(entry.into())
-                }
-            }
-        });
+        let verdicts = (!combined.is_empty())
+            .then(|| self.eval_rule(entry, with_run_list(&input, combined.iter().copied())));
         let mut hits = Vec::new();
         for (i, policy) in &matching {
             match (&policy.separate, &verdicts) {
@@ -168,6 +159,19 @@ impl PolicySet {
         hits
     }
 
+    /// The value of `rule` for `input`, on the compiled program or, when the set is not
+    /// compiled, on a clone of the warmed interpreter.
+    fn eval_rule(&self, rule: &str, input: regorus::Value) -> anyhow::Result<regorus::Value> {
+        match &self.compiled {
+            Ok(program) => program.eval(rule, input),
+            Err(_) => {
+                let mut engine = self.engine.clone();
+                engine.set_input(input);
+                engine.eval_rule(rule.to_owned())
+            }
+        }
+    }
+
     /// A policy evaluated on its own with its parameters in `input.parameters` (see
     /// `Policy::separate`).
     fn evaluate_separate(
@@ -176,16 +180,7 @@ impl PolicySet {
         policy: &Policy,
         params: &regorus::Value,
     ) -> Vec<PolicyHit> {
-        let input = with_parameters(input, params);
-        let value = match &self.compiled {
-            Ok(program) => program.eval(&policy.rule, input),
-            Err(_) => {
-                let mut engine = self.engine.clone();
-                engine.set_input(input);
-                engine.eval_rule(policy.rule.clone())
-            }
-        };
-        match value {
+        match self.eval_rule(&policy.rule, with_parameters(input, params)) {
             Ok(value) => hits_of(policy, &as_list(value)),
             Err(err) => {
                 tracing::warn!(policy = %policy.name, file = %policy.file, error = %format!("{err:#}"), "policy evaluation failed");
