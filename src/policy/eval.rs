@@ -214,9 +214,14 @@ impl PolicySet {
 
 /// `input` with `parameters` replaced (a clone shares everything else).
 pub(super) fn with_parameters(input: &regorus::Value, params: &regorus::Value) -> regorus::Value {
+    with_key(input, "parameters", params.clone())
+}
+
+/// `input` with `key` set to `value`; the clone shares everything else.
+fn with_key(input: &regorus::Value, key: &str, value: regorus::Value) -> regorus::Value {
     let mut input = input.clone();
     if let Ok(map) = input.as_object_mut() {
-        map.insert(regorus::Value::from("parameters"), params.clone());
+        map.insert(regorus::Value::from(key), value);
     }
     input
 }
@@ -245,11 +250,7 @@ pub(super) fn with_run_list(
             );
         }
     }
-    let mut input = input.clone();
-    if let Ok(map) = input.as_object_mut() {
-        map.insert(regorus::Value::from(RUN_KEY), run);
-    }
-    input
+    with_key(input, RUN_KEY, run)
 }
 
 /// Hits from one policy's violations (an array of Gatekeeper `{"msg", "details"}` objects).

@@ -427,6 +427,13 @@ impl PolicySet {
         let compiled = CompiledSet::build(&self.engine, &entry_points, timer(config))
             .map_err(|e| format!("the RVM cannot compile the set: {e}"))?;
         let shown = |v: &regorus::Value| v.to_json_str().unwrap_or_default();
+        let disagreement = |name: &str, vm: &regorus::Value, interpreted: &regorus::Value| {
+            format!(
+                "{name} (RVM {}, interpreter {})",
+                shown(vm),
+                shown(interpreted)
+            )
+        };
         let on_vm = compiled
             .eval(VERDICTS_RULE, probe_input(self.policies.len()))
             .map_err(|e| format!("the set fails on the RVM on an empty review: {e:#}"))?;
@@ -437,11 +444,10 @@ impl PolicySet {
             }
             let key = regorus::Value::from(i.to_string());
             if on_vm[&key] != probed.combined[&key] {
-                differing.push(format!(
-                    "{} (RVM {}, interpreter {})",
-                    policy.name,
-                    shown(&on_vm[&key]),
-                    shown(&probed.combined[&key])
+                differing.push(disagreement(
+                    &policy.name,
+                    &on_vm[&key],
+                    &probed.combined[&key],
                 ));
             }
         }
@@ -460,12 +466,7 @@ impl PolicySet {
                 )
             })?;
             if &value != interpreted {
-                differing.push(format!(
-                    "{} (RVM {}, interpreter {})",
-                    policy.name,
-                    shown(&value),
-                    shown(interpreted)
-                ));
+                differing.push(disagreement(&policy.name, &value, interpreted));
             }
         }
         if !differing.is_empty() {
