@@ -349,3 +349,61 @@ every_ok if { every x in items { count(x) > 0 } }
     both(rego, false, "data.s.keys", json!({"n": 5}), sorted);
     both(rego, false, "data.s.every_ok", json!({"n": 5}), json!(true));
 }
+
+/// Patch 14: an object is decoded straight into its frozen storage. Keys arriving in any order
+/// come out sorted, a repeated key keeps its last value (as Go's `encoding/json`, and so OPA,
+/// decode it), and the object reads, compares and evaluates as one built key by key does.
+#[test]
+fn decoded_objects_are_sorted_and_keep_the_last_of_a_repeated_key() {
+    let text = r#"{"z": 1, "a": {"y": [1, {"q": 2, "b": 3}], "c": "x"}, "m": 1, "z": 2, "e": {}}"#;
+    let decoded = Value::from_json_str(text).unwrap();
+    assert_eq!(
+        decoded.to_json_str().unwrap().replace([' ', '\n'], ""),
+        r#"{"a":{"c":"x","y":[1,{"b":3,"q":2}]},"e":{},"m":1,"z":2}"#
+    );
+    let mut inner = std::collections::BTreeMap::new();
+    inner.insert(Value::from("q"), Value::from(2));
+    inner.insert(Value::from("b"), Value::from(3));
+    let mut a = std::collections::BTreeMap::new();
+    a.insert(Value::from("c"), Value::from("x"));
+    a.insert(
+        Value::from("y"),
+        Value::from(vec![Value::from(1), Value::from(inner)]),
+    );
+    let mut top = std::collections::BTreeMap::new();
+    top.insert(Value::from("a"), Value::from(a));
+    top.insert(Value::from("e"), Value::new_object());
+    top.insert(Value::from("m"), Value::from(1));
+    top.insert(Value::from("z"), Value::from(1));
+    top.insert(Value::from("z"), Value::from(2));
+    let built = Value::from(top);
+    assert_eq!(decoded, built);
+    assert_eq!(decoded["z"], Value::from(2));
+    assert_eq!(decoded["a"]["c"], Value::from("x"));
+    assert_eq!(decoded["a"]["y"][1]["b"], Value::from(3));
+
+    // What a policy sees of it, on both paths (OPA: `keys` ["a","e","m","z"], `z` 2).
+    let rego = "package t\nkeys := sort(object.keys(input))\nz := input.z\nb := input.a.y[1].b\n";
+    for (rule, want) in [
+        ("data.t.keys", json!(["a", "e", "m", "z"])),
+        ("data.t.z", json!(2)),
+        ("data.t.b", json!(3)),
+    ] {
+        let mut engine = Engine::new();
+        add_modules(&mut engine, rego).unwrap();
+        engine.set_input(Value::from_json_str(text).unwrap());
+        let got = engine.eval_rule(rule.into()).unwrap();
+        assert_eq!(to_json(&got), want, "interpreter {rule}");
+
+        let mut engine = Engine::new();
+        add_modules(&mut engine, rego).unwrap();
+        let entry: Rc<str> = Rc::from(rule);
+        let compiled = engine.compile_with_entrypoint(&entry).unwrap();
+        let program = Compiler::compile_from_policy(&compiled, &[rule]).unwrap();
+        let mut vm = RegoVM::new();
+        vm.load_program(program);
+        vm.set_input(Value::from_json_str(text).unwrap());
+        let got = vm.execute_entry_point_by_name(rule).unwrap();
+        assert_eq!(to_json(&got), want, "rvm {rule}");
+    }
+}

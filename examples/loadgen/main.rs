@@ -10,6 +10,7 @@
 //! Loopback only: every address it talks to is one it started or one given with `--target`.
 
 mod client;
+mod curve;
 mod flood;
 mod noop;
 mod profile;
@@ -95,6 +96,14 @@ pub struct Args {
     reload: bool,
     #[arg(long, default_value_t = 3)]
     reload_rounds: usize,
+    /// Also measure the cost curve: Sandbox /validate against the shipped set, 50, 100 and
+    /// 200 matching policies, and the shipped set among 200 loaded (saturated and at
+    /// --curve-rate)
+    #[arg(long)]
+    curve: bool,
+    /// Reviews/s of the --curve's fixed-rate runs
+    #[arg(long, default_value_t = 1000.0)]
+    curve_rate: f64,
     /// Also measure p99 of validate-sandbox at --shadow-rate with and without a shadow set
     #[arg(long)]
     shadow: bool,
@@ -124,6 +133,9 @@ pub struct Args {
     /// process (no TLS, no HTTP), for `valgrind --tool=callgrind` (see profile.rs)
     #[arg(long, value_name = "N")]
     profile_passes: Option<u32>,
+    /// With --profile-passes: the Sandbox /validate workload (validate-sandbox) instead of /mutate
+    #[arg(long, requires = "profile_passes")]
+    profile_validate: bool,
     /// Internal: run the no-op responder with certificates in DIR
     #[arg(long, hide = true)]
     serve_noop: Option<PathBuf>,
@@ -401,7 +413,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Value::Null
     };
+    let curve = if args.curve {
+        let s = LoadSettings {
+            rate: None,
+            ..settings.clone()
+        };
+        let items = Arc::new(items(&w, "validate-sandbox")?);
+        let measured = curve::measure(&args, &w.validate_sandbox, items, &s).await;
+        measured.unwrap_or_else(|e| json!({"error": format!("{e:#}")}))
+    } else {
+        Value::Null
+    };
     let report = json!({
+        "curve": curve,
         "shadow": shadow,
         "machine": {"cores": cores()},
         "settings": {
@@ -560,7 +584,7 @@ async fn profile_mode(args: &Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(workload::default_fixtures);
     let w = workload::Workload::from_fixtures(&fixtures);
-    profile::run(&w, args.profile_passes.unwrap_or(1)).await
+    profile::run(&w, args.profile_passes.unwrap_or(1), args.profile_validate).await
 }
 
 fn main() -> std::process::ExitCode {

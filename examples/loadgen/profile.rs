@@ -1,5 +1,6 @@
-//! `--profile-passes N`: the `/mutate` workload through `Admitter::handle` in this process,
-//! without TLS or HTTP, for `valgrind --tool=callgrind`.
+//! `--profile-passes N`: the `/mutate` workload (or, with `--profile-validate`, the Sandbox
+//! `/validate` workload) through `Admitter::handle` in this process, without TLS or HTTP, for
+//! `valgrind --tool=callgrind`.
 //!
 //! The Admitter is the one `serve` starts (embedded configuration and policies, decision log on,
 //! as the spawned server runs it), and each pass sends every Sandbox pod of the workload once,
@@ -15,10 +16,15 @@ use sandbox_admission::server::{self, ServeSettings, TlsSource};
 
 use crate::workload::Workload;
 
-pub async fn run(w: &Workload, passes: u32) -> anyhow::Result<()> {
+pub async fn run(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()> {
+    let (endpoint, reviews, path) = if validate {
+        (Endpoint::Validate, &w.validate_sandbox, "/validate")
+    } else {
+        (Endpoint::Mutate, &w.mutate, "/mutate")
+    };
     anyhow::ensure!(
-        !w.mutate.is_empty(),
-        "no Sandbox pods built from the fixtures"
+        !reviews.is_empty(),
+        "no {path} reviews built from the fixtures"
     );
     let dir = tempfile::tempdir()?;
     let mut config = Config::embedded()?;
@@ -38,10 +44,10 @@ pub async fn run(w: &Workload, passes: u32) -> anyhow::Result<()> {
     let deadline = Duration::from_secs(10);
     let mut answered = 0u64;
     for _ in 0..passes {
-        for review in &w.mutate {
+        for review in reviews {
             let answer = running
                 .admitter
-                .handle(Endpoint::Mutate, black_box(&review.body), deadline)
+                .handle(endpoint, black_box(&review.body), deadline)
                 .await;
             match black_box(answer) {
                 Answer::Review(_) => answered += 1,
@@ -51,8 +57,8 @@ pub async fn run(w: &Workload, passes: u32) -> anyhow::Result<()> {
     }
     running.shutdown().await;
     eprintln!(
-        "profiled {answered} /mutate reviews ({passes} passes of {})",
-        w.mutate.len()
+        "profiled {answered} {path} reviews ({passes} passes of {})",
+        reviews.len()
     );
     Ok(())
 }

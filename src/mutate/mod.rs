@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::admission::{AdmissionRequest, ObjectJson, Operation};
+use crate::admission::{AdmissionRequest, Operation};
 use crate::cluster::{ClusterAccess, Ensured, Lookup};
 
 pub use bookkeeping::{
@@ -209,12 +209,15 @@ impl Mutator {
         template: &Value,
         owner: TemplateOwner,
     ) -> Result<EffectivePod, Refusal> {
-        let spec = template.get("spec").cloned().unwrap_or(Value::Null);
+        use k8s_openapi::api::core::v1::PodSpec;
+        let spec = template.get("spec").unwrap_or(&Value::Null);
         // Never build on what does not decode: the API server would refuse such a pod, and
         // mutation must not guess at a shape it cannot read.
-        // The path names the field at fault (`containers[0].ports`), which serde alone does not.
-        if let Err(e) =
-            serde_path_to_error::deserialize::<_, k8s_openapi::api::core::v1::PodSpec>(&spec)
+        // Only a spec that fails is decoded again with its path tracked, to name the field at
+        // fault (`containers[0].ports`), which serde alone does not: tracking costs as much as
+        // the decode itself, on every Sandbox review.
+        if PodSpec::deserialize(spec).is_err()
+            && let Err(e) = serde_path_to_error::deserialize::<_, PodSpec>(spec)
         {
             let at = e.path().to_string();
             return Err(Refusal::new(format!(
@@ -224,20 +227,17 @@ impl Mutator {
         }
         let pod =
             sandbox_pod::controller_pod(req, object, template, owner == TemplateOwner::Template)?;
-        let outline = read::read(ObjectJson::Value(&pod))
-            .map_err(|e| Refusal::new(format!("the controller's pod cannot be read: {e}")))?;
-        let head = PodHead::deserialize(&outline)
+        let head = PodHead::deserialize(&pod)
             .map_err(|e| Refusal::new(format!("spec.podTemplate.metadata cannot be read: {e}")))?;
         let identity = sandbox_pod::identify(&head.metadata)
             .ok_or_else(|| Refusal::new("the controller's pod would not be a Sandbox pod"))?;
         let namespace = req.namespace.clone();
-        let (_, ops, out, _) = self
-            .apply(&outline, &head, &identity, &namespace, None, Utc::now())
+        // The steps run on the whole pod (they touch only what `/mutate`'s outline keeps), so
+        // their copy is the pod as `/mutate` would leave it, and `ops` is the patch it would
+        // answer: no outline to read and no patch to apply again.
+        let (pod, ops, out, _) = self
+            .apply(&pod, &head, &identity, &namespace, None, Utc::now())
             .await?;
-        // The same patch `/mutate` would answer, applied to the whole pod.
-        let mut pod = pod;
-        json_patch::patch(&mut pod, &ops)
-            .map_err(|e| Refusal::new(format!("the mutation does not apply to the pod: {e}")))?;
         let defaulted = ops.iter().map(|op| op.path().to_string()).collect();
         Ok(EffectivePod {
             pod,

@@ -289,7 +289,9 @@ impl<'de> Visitor<'de> for ValueVisitor {
     where
         E: de::Error,
     {
-        Ok(Value::String(s.to_string().into()))
+        // sandbox-admission patch 14: one allocation for the shared string, not a `String`
+        // copied again into an `Rc<str>`.
+        Ok(Value::String(crate::Rc::from(s)))
     }
 
     fn visit_string<E>(self, s: String) -> Result<Self::Value, E>
@@ -325,16 +327,20 @@ impl<'de> Visitor<'de> for ValueVisitor {
                     }
                 }
             }
-            let mut map = BTreeMap::new();
-            map.insert(intern_object_key(key), value);
+            // sandbox-admission patch 14: the entries are collected and frozen in one step
+            // (`Object::from_entries`) instead of being inserted into a B-tree that is then
+            // copied into the same frozen storage.
+            let mut entries =
+                Vec::with_capacity(visitor.size_hint().unwrap_or(0).clamp(1, 4096));
+            entries.push((intern_object_key(key), value));
             // Enforce allocator limit while expanding a deserialized object.
             enforce_limit_for::<V::Error>()?;
             while let Some((key, value)) = visitor.next_entry()? {
-                map.insert(intern_object_key(key), value);
+                entries.push((intern_object_key(key), value));
                 // Enforce allocator limit while expanding a deserialized object.
                 enforce_limit_for::<V::Error>()?;
             }
-            let value = Value::from(map);
+            let value = Value::Object(crate::Rc::new(Object::from_entries(entries)));
             // The freeze into compact object storage allocates after the final map insert.
             // Re-check fallible deserialization paths so allocator-limit builds observe it.
             enforce_limit_for::<V::Error>()?;

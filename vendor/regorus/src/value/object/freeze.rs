@@ -23,6 +23,34 @@ impl Object {
         Value::Object(crate::Rc::new(self.freeze()))
     }
 
+    /// sandbox-admission patch 14: frozen storage straight from entries in any order, as
+    /// inserting them one by one would leave it (a later entry for a key replaces an earlier
+    /// one). Entries that arrive sorted (a JSON object decoded from a sorted map) are taken
+    /// as they are.
+    pub(crate) fn from_entries(mut entries: Vec<(Value, Value)>) -> Self {
+        if entries.is_empty() {
+            return Self { repr: Repr::Empty };
+        }
+        let sorted = entries.windows(2).all(|pair| pair[0].0.cmp(&pair[1].0).is_lt());
+        if !sorted {
+            // Stable: among equal keys the order of arrival is kept, so the last one wins.
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut deduped: Vec<(Value, Value)> = Vec::with_capacity(entries.len());
+            for entry in entries {
+                match deduped.last_mut() {
+                    Some(last) if last.0.cmp(&entry.0).is_eq() => *last = entry,
+                    _ => deduped.push(entry),
+                }
+            }
+            entries = deduped;
+        }
+        let boxed = entries.into_boxed_slice();
+        debug_assert_sorted_dedup(&boxed);
+        Self {
+            repr: Repr::Frozen(boxed),
+        }
+    }
+
     #[cfg(test)]
     #[doc(hidden)]
     pub(crate) const fn storage_variant_for_memory_diagnostics(&self) -> &'static str {
