@@ -15,7 +15,7 @@ use crate::admission::{self, AdmissionRequest, Operation};
 use crate::policy::{
     EvaluatorChoice, EvaluatorKind, PolicyConfig, PolicySet, PolicySource, SourceFile,
 };
-use crate::review::request::{self, RequestDefaults};
+use crate::request::{self, RequestDefaults};
 
 #[derive(Args)]
 #[command(

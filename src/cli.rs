@@ -319,7 +319,14 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         // Kept alive while serving: it renews the certificate in the background.
         let _renewer = if manage {
-            Some(certs::manage::start_in_cluster(&settings.config, &settings.tls, secret).await?)
+            {
+                let service = certs::manage::ServiceNames {
+                    namespace: settings.config.service.namespace.clone(),
+                    name: settings.config.service.name.clone(),
+                    dns_names: settings.config.service.dns_names(),
+                };
+                Some(certs::manage::start_in_cluster(service, &settings.tls, secret).await?)
+            }
         } else {
             None
         };

@@ -2,6 +2,8 @@
 //! variables layered on top by `cli`. Unknown keys are errors, so a typo never silently disables a
 //! protection.
 
+pub mod limits;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -47,7 +49,7 @@ pub struct Config {
     pub shutdown_grace_seconds: u64,
     /// What a flood of requests may hold at once (body bytes, reviews decided, body deadline).
     #[serde(default)]
-    pub limits: crate::server::limits::LimitsConfig,
+    pub limits: limits::LimitsConfig,
     #[serde(default)]
     pub decision_log: DecisionLogConfig,
     /// Kubernetes Events for denials and warnings.

@@ -21,7 +21,7 @@ use crate::cluster::inventory;
 use crate::pipeline::{Admitter, Endpoint};
 use crate::policy::PolicyHit;
 use crate::policyreport::{self, Judged, ResourceRef};
-use crate::review::request::{self, RequestDefaults};
+use crate::request::{self, RequestDefaults};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum ScanOutput {

@@ -63,7 +63,7 @@ fn request(object: &Value, op: &str) -> AdmissionRequest {
     let kind = object["kind"].as_str().unwrap();
     let mut req = json!({
         "uid": "u", "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": group, "version": version, "resource": sandbox_admission::review::request::plural(kind)},
+        "resource": {"group": group, "version": version, "resource": sandbox_admission::request::plural(kind)},
         "operation": op, "namespace": object["metadata"]["namespace"].as_str().unwrap_or("team"),
         "name": object["metadata"]["name"], "userInfo": {"username": "alice"}, "object": object,
     });

@@ -26,10 +26,8 @@ use sandbox_admission::pipeline::Admitter;
 use sandbox_admission::policy::{
     EvalContext, PolicyConfig, PolicyHit, PolicySet, PolicySource, ReferenceCase, SourceFile,
 };
-use sandbox_admission::review::{
-    self,
-    request::{self, RequestDefaults},
-};
+use sandbox_admission::request::{self, RequestDefaults};
+use sandbox_admission::review;
 use serde_json::{Value, json};
 
 const EXAMPLES: &str = "tests/fixtures/agent-sandbox/examples";

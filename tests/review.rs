@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use common::{TestServer, fixture_docs, request_for, wrap};
 use sandbox_admission::admission::Operation;
-use sandbox_admission::review::request::{self, RequestDefaults};
+use sandbox_admission::request::{self, RequestDefaults};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sandbox-admission");

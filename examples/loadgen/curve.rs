@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sandbox_admission::policy::{PolicyConfig, PolicySource};
+use sandbox_admission::policy::{PolicyConfig, PolicySet, PolicySource};
 use serde_json::{Value, json};
 
 use crate::client::{self, Item, LoadSettings, Target};
@@ -28,13 +28,14 @@ pub const SETS: [(&str, Option<usize>, Option<usize>); 5] = [
     ("shipped_of_200_loaded", None, Some(200)),
 ];
 
-/// Write the set for one point into `dir`, as a policy directory the server reads.
+/// Write the set for one point into `dir`, as a policy directory the server reads; returns
+/// how many policies it holds and how many of them judge `first`.
 fn write_set(
     dir: &Path,
     first: &Review,
     matching: Option<usize>,
     loaded: Option<usize>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, usize)> {
     let req = sandbox_admission::admission::decode(&first.body)
         .map_err(|e| anyhow::anyhow!("review {}: {e}", first.uid))?;
     let files = PolicySource::Embedded
@@ -42,6 +43,9 @@ fn write_set(
         .map_err(|e| anyhow::anyhow!("embedded policies: {e}"))?;
     let config = PolicyConfig::default();
     let files = sandbox_admission::bench::scaled(files, &req, matching, loaded, &config)?;
+    let set = PolicySet::compile(&files, "curve".into(), &config)
+        .map_err(|e| anyhow::anyhow!("the scaled set does not load: {e}"))?;
+    let judging = set.reference_cases(&req, &Default::default())?.len();
     for f in &files {
         let path = dir.join(&f.path);
         if let Some(parent) = path.parent() {
@@ -49,7 +53,7 @@ fn write_set(
         }
         std::fs::write(&path, &f.text).with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(files.iter().filter(|f| f.path.ends_with(".rego")).count())
+    Ok((set.len(), judging))
 }
 
 /// Run the curve with `args`' binary, server arguments, protocol and `--curve-rate`; `settings`
@@ -68,7 +72,7 @@ pub async fn measure(
     let mut points = Vec::new();
     for (label, matching, loaded) in SETS {
         let dir = tmp.path().join(label).join("policies");
-        let files = write_set(&dir, first, matching, loaded)?;
+        let (policies, judging) = write_set(&dir, first, matching, loaded)?;
         let mut server_args = vec!["--policies".to_string(), dir.display().to_string()];
         server_args.extend(args.server_args.iter().cloned());
         let certs = tmp.path().join(label).join("certs");
@@ -90,7 +94,7 @@ pub async fn measure(
         let (saturated, at_rate): (Stats, Stats) = (saturated?, at_rate?);
         if !args.json {
             eprintln!(
-                "curve {label} ({files} .rego files): saturated {}\n  at {rate}/s {}",
+                "curve {label} ({judging} of {policies} policies judge the first review): saturated {}\n  at {rate}/s {}",
                 saturated.line(),
                 at_rate.line()
             );
@@ -99,7 +103,8 @@ pub async fn measure(
             "set": label,
             "matching": matching,
             "loaded": loaded,
-            "rego_files": files,
+            "policies": policies,
+            "judging_first_review": judging,
             "saturated": saturated.to_json(),
             "at_rate": at_rate.to_json(),
         }));

@@ -18,7 +18,7 @@ use crate::cluster::{CachedObject, ClusterAccess, LeaseRequest};
 use crate::metrics::ViolationLabels;
 use crate::pipeline::{Admitter, Endpoint};
 use crate::policyreport::{self, Judged, PolicyReport, ReportResult, ResourceRef, Summary};
-use crate::review::request::{RequestDefaults, request_for};
+use crate::request::{RequestDefaults, request_for};
 
 use super::{SANDBOX_POD_LABEL, audited_kinds};
 

@@ -197,6 +197,15 @@ fn parse_key(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, CertErro
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// Given files (a mounted Secret, or `--tls-cert/--tls-key`).
+    Files(TlsFiles),
+    /// Self-signed CA and certificate, generated into (or reused from) this directory.
+    SelfSigned { dir: PathBuf },
+}
+
+/// The serving certificate's files.
+#[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,

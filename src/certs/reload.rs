@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::{CertError, TlsFiles, TlsPem, server_config_from};
 use crate::metrics::Metrics;
-use crate::server::health::Readiness;
+use crate::readiness::Readiness;
 
 /// How quickly a change is picked up.
 #[derive(Debug, Clone, Copy)]

@@ -13,7 +13,7 @@ use crate::admission::AdmissionRequest;
 use crate::audit::query::{self, Source};
 use crate::pipeline::Admitter;
 use crate::policy::PolicyExplanation;
-use crate::review::request::{self, RequestDefaults};
+use crate::request::{self, RequestDefaults};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum ExplainOutput {

@@ -196,7 +196,7 @@ pub fn request_of(record: &DecisionRecord) -> Result<(AdmissionRequest, Option<S
         "resource": {
             "group": record.group,
             "version": record.version,
-            "resource": crate::review::request::plural(&record.kind),
+            "resource": crate::request::plural(&record.kind),
         },
         "name": record.name,
         "namespace": record.namespace,

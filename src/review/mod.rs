@@ -2,7 +2,6 @@
 //! same [`Admitter::handle`] the HTTPS endpoints call, so the answer is the server's answer.
 
 mod render;
-pub mod request;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +19,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::mutate::Refusal;
 use crate::pipeline::{Admitter, Answer, Endpoint};
-use request::{Prepared, RequestDefaults};
+use crate::request::{self, Prepared, RequestDefaults};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum EndpointChoice {

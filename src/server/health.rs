@@ -1,8 +1,7 @@
 //! The plain-HTTP health port: `/healthz` (the process answers), `/readyz` (configuration,
 //! policies and certificates are loaded, with detail) and `/metrics` (Prometheus).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -14,24 +13,7 @@ use serde_json::json;
 use crate::cluster::ClusterAccess;
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
-
-/// Named readiness checks that components set as they come up (and may set back).
-#[derive(Default)]
-pub struct Readiness {
-    checks: Mutex<BTreeMap<String, Result<String, String>>>,
-}
-
-impl Readiness {
-    pub fn set(&self, name: &str, state: Result<String, String>) {
-        if let Ok(mut checks) = self.checks.lock() {
-            checks.insert(name.to_owned(), state);
-        }
-    }
-
-    fn snapshot(&self) -> BTreeMap<String, Result<String, String>> {
-        self.checks.lock().map(|c| c.clone()).unwrap_or_default()
-    }
-}
+pub use crate::readiness::Readiness;
 
 #[derive(Clone)]
 pub struct HealthState {

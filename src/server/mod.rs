@@ -25,16 +25,10 @@ use crate::cluster::ClusterAccess;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Admitter;
-use health::{HealthState, Readiness};
+use crate::readiness::Readiness;
+use health::HealthState;
 
-/// Where the serving certificate comes from.
-#[derive(Debug, Clone)]
-pub enum TlsSource {
-    /// Given files (a mounted Secret, or `--tls-cert/--tls-key`).
-    Files(TlsFiles),
-    /// Self-signed CA and certificate, generated into (or reused from) this directory.
-    SelfSigned { dir: PathBuf },
-}
+pub use crate::certs::TlsSource;
 
 pub struct ServeSettings {
     pub config: Config,

@@ -251,15 +251,26 @@ pub async fn start<A: CertApi + 'static>(
 /// The Secret `--manage-certs` uses unless told otherwise (the one the manifests mount).
 pub const DEFAULT_SECRET: &str = "sandbox-admission-tls";
 
+/// The webhook's Service as certificate management needs it (from the configuration's
+/// `service:`, given by the caller so that this module does not read the configuration).
+#[derive(Debug, Clone)]
+pub struct ServiceNames {
+    pub namespace: String,
+    /// Also the name of the webhook configurations whose `caBundle` is kept current.
+    pub name: String,
+    /// What the serving certificate must name.
+    pub dns_names: Vec<String>,
+}
+
 /// `serve --manage-certs`: connect with the in-cluster configuration (or KUBECONFIG) and manage
-/// the certificates of the configured Service, writing them where `tls` reads them.
+/// the certificates of `service`, writing them where `tls` reads them.
 pub async fn start_in_cluster(
-    config: &crate::config::Config,
-    tls: &crate::server::TlsSource,
+    service: ServiceNames,
+    tls: &crate::certs::TlsSource,
     secret: Option<String>,
 ) -> anyhow::Result<JoinHandle<()>> {
     use anyhow::Context;
-    let crate::server::TlsSource::Files(files) = tls else {
+    let crate::certs::TlsSource::Files(files) = tls else {
         anyhow::bail!("--manage-certs needs a certificate directory (--cert-dir)");
     };
     let cert_dir = files
@@ -272,10 +283,10 @@ pub async fn start_in_cluster(
         "--manage-certs needs cluster access (an in-cluster service account or KUBECONFIG)",
     )?;
     let settings = ManageSettings {
-        namespace: config.service.namespace.clone(),
+        namespace: service.namespace,
         secret: secret.unwrap_or_else(|| DEFAULT_SECRET.to_owned()),
-        webhook_configuration: config.service.name.clone(),
-        names: config.service.dns_names(),
+        webhook_configuration: service.name,
+        names: service.dns_names,
         cert_dir,
         lifetimes: Lifetimes::default(),
         interval: Duration::from_secs(3600),

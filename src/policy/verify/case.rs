@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::super::{PolicyHit, PolicySet, eval};
 use crate::admission::AdmissionRequest;
-use crate::review::request;
+use crate::request;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
