@@ -84,17 +84,20 @@ pub async fn measure(
             check_uid: true,
         };
         let pid = Some(server.child.id());
+        let rss = spawn::RssSampler::start(server.child.id());
         let saturated = client::run(&target, items.clone(), settings, pid).await;
         let fixed = LoadSettings {
             rate: Some(rate),
             ..settings.clone()
         };
         let at_rate = client::run(&target, items.clone(), &fixed, pid).await;
+        let (peak_hwm_mib, _) = rss.peaks_mib();
+        drop(rss);
         spawn::stop(server);
         let (saturated, at_rate): (Stats, Stats) = (saturated?, at_rate?);
         if !args.json {
             eprintln!(
-                "curve {label} ({judging} of {policies} policies judge the first review): saturated {}\n  at {rate}/s {}",
+                "curve {label} ({judging} of {policies} policies judge the first review, peak RSS {peak_hwm_mib:.1} MiB): saturated {}\n  at {rate}/s {}",
                 saturated.line(),
                 at_rate.line()
             );
@@ -107,6 +110,7 @@ pub async fn measure(
             "judging_first_review": judging,
             "saturated": saturated.to_json(),
             "at_rate": at_rate.to_json(),
+            "server_peak_vmhwm_mib": peak_hwm_mib,
         }));
     }
     Ok(json!({"rate": rate, "points": points}))
