@@ -129,7 +129,14 @@ async fn start_err(config: sandbox_admission::config::Config) -> String {
             running.shutdown().await;
             panic!("the server started");
         }
-        Err(e) => format!("{e:#}"),
+        Err(e) => {
+            // Refused before anything started: not even the self-signed certificate was made.
+            assert!(
+                !dir.path().join("certs").exists(),
+                "start-up did work before refusing: {e:#}"
+            );
+            format!("{e:#}")
+        }
     }
 }
 

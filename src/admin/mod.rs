@@ -162,21 +162,37 @@ async fn decision(State(s): State<AdminState>, UrlPath(seq): UrlPath<String>) ->
     }
 }
 
+/// What the page needs before anything else starts: the address checked and the token read, so
+/// that a bad token file stops the server before any background task runs.
+pub struct Prepared {
+    listen: Option<SocketAddr>,
+    token: Option<Arc<Vec<u8>>>,
+}
+
+/// Check the address (see [`check`]) and read the token file, if the page is on.
+pub fn prepare(config: &AdminConfig) -> anyhow::Result<Prepared> {
+    check(config)?;
+    let token = match (&config.listen, &config.token_file) {
+        (Some(_), Some(path)) => Some(Arc::new(read_token(path)?)),
+        _ => None,
+    };
+    Ok(Prepared {
+        listen: config.listen,
+        token,
+    })
+}
+
 /// Bind the admin listener and serve until shutdown. `None` when the page is off. `audit` is
 /// the background audit's status when this replica runs one.
 pub async fn start(
-    config: &AdminConfig,
+    prepared: Prepared,
     admitter: Arc<Admitter>,
     audit: Option<Arc<AuditStatus>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<(SocketAddr, JoinHandle<()>)>> {
-    check(config)?;
-    let Some(listen) = config.listen else {
+    let Prepared { listen, token } = prepared;
+    let Some(listen) = listen else {
         return Ok(None);
-    };
-    let token = match &config.token_file {
-        Some(path) => Some(Arc::new(read_token(path)?)),
-        None => None,
     };
     let listener = TcpListener::bind(listen)
         .await

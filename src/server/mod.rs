@@ -99,6 +99,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         decision_log,
         cluster,
     } = settings;
+    // Read before anything starts: a bad admin token file ends start-up with nothing running.
+    let admin_page = crate::admin::prepare(&config.admin)?;
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
     readiness.set("config", Ok(config_origin));
@@ -200,9 +202,8 @@ pub async fn start(settings: ServeSettings) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         cluster: admitter.cluster.clone(),
     });
-    crate::admin::check(&config.admin)?;
     let admin =
-        crate::admin::start(&config.admin, admitter.clone(), audit, shutdown_rx.clone()).await?;
+        crate::admin::start(admin_page, admitter.clone(), audit, shutdown_rx.clone()).await?;
     let mut health_shutdown = shutdown_rx.clone();
     let health_task = tokio::spawn(async move {
         let stop = async move {
