@@ -397,11 +397,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         match measured {
             Ok(v) => {
                 if !args.json {
+                    let side = |key: &str| {
+                        let s = &v[key];
+                        format!(
+                            "p50 {:.1} µs, p99 {:.1} µs, {:.0} rev/s",
+                            s["latency_us"]["p50"].as_f64().unwrap_or(0.0),
+                            s["latency_us"]["p99"].as_f64().unwrap_or(0.0),
+                            s["throughput_rps"].as_f64().unwrap_or(0.0),
+                        )
+                    };
                     eprintln!(
-                        "shadow set, validate-sandbox@{}: p99 {:.1} µs without, {:.1} µs with ({} shadow evaluations, {} dropped)",
+                        "shadow set, validate-sandbox@{}: without {}; with {} ({} shadow evaluations, {} dropped)",
                         args.shadow_rate,
-                        v["p99_us_without"].as_f64().unwrap_or(0.0),
-                        v["p99_us_with"].as_f64().unwrap_or(0.0),
+                        side("without_shadow"),
+                        side("with_shadow"),
                         v["shadow_evaluations"],
                         v["shadow_dropped"],
                     );
