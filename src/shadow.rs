@@ -147,9 +147,9 @@ impl Shadow {
         }
     }
 
-    /// Count one evaluation and its disagreements.
+    /// Count one evaluation and its disagreements. The evaluation is counted last: a scrape
+    /// (or a test waiting on `shadow_evaluations_total`) that sees it also sees what it found.
     pub fn count(&self, changes: &[Change]) {
-        self.metrics.shadow_evaluations.inc();
         for c in changes {
             self.metrics
                 .shadow_disagreements
@@ -159,6 +159,7 @@ impl Shadow {
                 })
                 .inc();
         }
+        self.metrics.shadow_evaluations.inc();
     }
 }
 
