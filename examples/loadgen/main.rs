@@ -233,13 +233,19 @@ fn time_to_ready(args: &Args, cert_dir: &Path, runs: usize) -> anyhow::Result<Va
     }))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// What every mode needs first: the TLS provider installed and the workload built from the
+/// fixtures (`--fixtures`, or the repository's).
+fn setup(args: &Args) -> workload::Workload {
     sandbox_admission::certs::install_crypto_provider();
     let fixtures = args
         .fixtures
         .clone()
         .unwrap_or_else(workload::default_fixtures);
-    let w = workload::Workload::from_fixtures(&fixtures);
+    workload::Workload::from_fixtures(&fixtures)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let w = setup(&args);
     let scenarios = scenarios(&args, &w)?;
     let tmp = tempfile::tempdir()?;
     let settings = LoadSettings {
@@ -587,12 +593,7 @@ async fn flood_mode(
 
 /// `--profile-passes N` (see profile.rs).
 async fn profile_mode(args: &Args) -> anyhow::Result<()> {
-    sandbox_admission::certs::install_crypto_provider();
-    let fixtures = args
-        .fixtures
-        .clone()
-        .unwrap_or_else(workload::default_fixtures);
-    let w = workload::Workload::from_fixtures(&fixtures);
+    let w = setup(args);
     profile::run(&w, args.profile_passes.unwrap_or(1), args.profile_validate).await
 }
 
