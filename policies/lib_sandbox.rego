@@ -83,17 +83,19 @@ pod_spec := object.get(obj, "spec", {}) if {
 	pod_judged
 }
 
+# The pointers the mutation set, as a set, built once per review.
+defaulted_pointers := {d | some d in object.get(context, "defaulted", [])}
+
 # Did the mutation fill in the pod spec field at `path` (a JSON pointer under the spec, such as
-# "/runtimeClassName" or "/containers/0/securityContext")?
+# "/runtimeClassName" or "/containers/0/securityContext")? It did when the field's pointer, or
+# one it lies within (`/spec/containers/0` for `/spec/containers/0/image`), is one the mutation
+# set. Those are the pointer cut before each of its `/`s, so a message costs a lookup per
+# level of the path, not a scan of everything the mutation set.
 defaulted(path) if {
-	full := concat("", ["/spec", path])
-	some d in object.get(context, "defaulted", [])
-	pointer_within(full, d)
+	parts := split(concat("", ["/spec", path]), "/")
+	some n in numbers.range(1, count(parts))
+	concat("/", array.slice(parts, 0, n)) in defaulted_pointers
 }
-
-pointer_within(p, d) if p == d
-
-pointer_within(p, d) if startswith(p, concat("", [d, "/"]))
 
 # Where a judged value came from, for denial messages: the author, or this webhook's defaults.
 # Empty when the object is judged as written (nothing was filled in).

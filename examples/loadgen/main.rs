@@ -136,6 +136,19 @@ pub struct Args {
     /// With --profile-passes: the Sandbox /validate workload (validate-sandbox) instead of /mutate
     #[arg(long, requires = "profile_passes")]
     profile_validate: bool,
+    /// With --profile-passes: time each review of the workload alone (N passes each, median)
+    /// and print them costliest first on stderr (stdout is the decision log), to see which
+    /// reviews make the tail of a load test
+    #[arg(long, requires = "profile_passes")]
+    profile_each: bool,
+    /// With --profile-passes: only the review with this uid (repeat), e.g. the costliest that
+    /// --profile-each found, to profile it alone
+    #[arg(
+        long = "profile-review",
+        requires = "profile_passes",
+        value_name = "UID"
+    )]
+    profile_reviews: Vec<String>,
     /// Internal: run the no-op responder with certificates in DIR
     #[arg(long, hide = true)]
     serve_noop: Option<PathBuf>,
@@ -593,8 +606,17 @@ async fn flood_mode(
 
 /// `--profile-passes N` (see profile.rs).
 async fn profile_mode(args: &Args) -> anyhow::Result<()> {
-    let w = setup(args);
-    profile::run(&w, args.profile_passes.unwrap_or(1), args.profile_validate).await
+    let mut w = setup(args);
+    if !args.profile_reviews.is_empty() {
+        let keep = |r: &workload::Review| args.profile_reviews.contains(&r.uid);
+        w.mutate.retain(keep);
+        w.validate_sandbox.retain(keep);
+    }
+    let passes = args.profile_passes.unwrap_or(1);
+    if args.profile_each {
+        return profile::each(&w, passes, args.profile_validate).await;
+    }
+    profile::run(&w, passes, args.profile_validate).await
 }
 
 fn main() -> std::process::ExitCode {

@@ -8,15 +8,17 @@
 //! `(total with N passes − total with 1 pass) / ((N − 1) × reviews)`, so start-up cancels out.
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sandbox_admission::config::Config;
 use sandbox_admission::pipeline::{Answer, Endpoint};
 use sandbox_admission::server::{self, ServeSettings, TlsSource};
 
-use crate::workload::Workload;
+use crate::workload::{Review, Workload};
 
-pub async fn run(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()> {
+/// The endpoint and reviews a profile sends.
+fn workload(w: &Workload, validate: bool) -> anyhow::Result<(Endpoint, &[Review], &'static str)> {
     let (endpoint, reviews, path) = if validate {
         (Endpoint::Validate, &w.validate_sandbox, "/validate")
     } else {
@@ -26,21 +28,31 @@ pub async fn run(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()
         !reviews.is_empty(),
         "no {path} reviews built from the fixtures"
     );
-    let dir = tempfile::tempdir()?;
+    Ok((endpoint, reviews, path))
+}
+
+/// The server `serve` starts, its certificates in `dir`.
+async fn start(dir: &Path) -> anyhow::Result<server::Running> {
     let mut config = Config::embedded()?;
     config.listen = "127.0.0.1:0".parse()?;
     config.health_listen = "127.0.0.1:0".parse()?;
-    let running = server::start(ServeSettings {
+    server::start(ServeSettings {
         config,
         config_origin: "loadgen --profile-passes".into(),
         tls: TlsSource::SelfSigned {
-            dir: dir.path().join("certs"),
+            dir: dir.join("certs"),
         },
         policies_dir: None,
         decision_log: true,
         cluster: None,
     })
-    .await?;
+    .await
+}
+
+pub async fn run(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()> {
+    let (endpoint, reviews, path) = workload(w, validate)?;
+    let dir = tempfile::tempdir()?;
+    let running = start(dir.path()).await?;
     let deadline = Duration::from_secs(10);
     let mut answered = 0u64;
     for _ in 0..passes {
@@ -61,4 +73,74 @@ pub async fn run(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()
         reviews.len()
     );
     Ok(())
+}
+
+/// `--profile-each`: every review alone, `passes` times in a row after one warm-up, its median
+/// wall time; costliest first. A load test's p99 is the slowest 1% of its reviews, so on a mix
+/// of 68 reviews it is set by the one or two costliest of them.
+pub async fn each(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()> {
+    let (endpoint, reviews, path) = workload(w, validate)?;
+    let dir = tempfile::tempdir()?;
+    let running = start(dir.path()).await?;
+    let deadline = Duration::from_secs(10);
+    let mut rows = Vec::new();
+    for review in reviews {
+        let mut times = Vec::new();
+        let mut verdict = String::new();
+        for pass in 0..=passes {
+            let start = Instant::now();
+            let answer = running
+                .admitter
+                .handle(endpoint, black_box(&review.body), deadline)
+                .await;
+            let took = start.elapsed();
+            match black_box(answer) {
+                Answer::Review(body) => {
+                    if pass == 0 {
+                        verdict = verdict_of(&body);
+                        if std::env::var_os("LOADGEN_SHOW_ANSWERS").is_some() {
+                            eprintln!("{}: {}", review.uid, String::from_utf8_lossy(&body));
+                        }
+                    } else {
+                        times.push(took);
+                    }
+                }
+                Answer::BadRequest(e) => anyhow::bail!("review {} refused: {e}", review.uid),
+            }
+        }
+        times.sort();
+        let median = times.get(times.len() / 2).copied().unwrap_or_default();
+        rows.push((median, review, verdict));
+    }
+    running.shutdown().await;
+    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    let total: Duration = rows.iter().map(|r| r.0).sum();
+    eprintln!(
+        "{path}: {} reviews, mean of medians {:.1} µs",
+        rows.len(),
+        total.as_secs_f64() * 1e6 / rows.len().max(1) as f64
+    );
+    for (median, review, verdict) in rows {
+        eprintln!(
+            "{:>9.1} µs  {:>6} B  {:<8} {}",
+            median.as_secs_f64() * 1e6,
+            review.body.len(),
+            verdict,
+            review.uid
+        );
+    }
+    Ok(())
+}
+
+/// `allowed` or `denied`, from an answer.
+fn verdict_of(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    match v
+        .pointer("/response/allowed")
+        .and_then(serde_json::Value::as_bool)
+    {
+        Some(true) => "allowed".into(),
+        Some(false) => "denied".into(),
+        None => "?".into(),
+    }
 }

@@ -188,8 +188,17 @@ pub fn controller_pod(
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }
-    let spec = template.get("spec").cloned().unwrap_or_else(|| json!({}));
-    Ok(json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}))
+    let spec = template
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    // Built member by member: `json!` with a value inside serialises it into a new copy.
+    let mut pod = Map::new();
+    pod.insert("apiVersion".into(), Value::from("v1"));
+    pod.insert("kind".into(), Value::from("Pod"));
+    pod.insert("metadata".into(), Value::Object(metadata));
+    pod.insert("spec".into(), spec);
+    Ok(Value::Object(pod))
 }
 
 #[cfg(test)]
