@@ -164,7 +164,15 @@ impl Mutator {
         };
         let enforced = known_ns_labels.is_some();
         let (_, patch, mut out, network) = self
-            .apply(&outline, &pod, &identity, &namespace, known_ns_labels, now)
+            .apply(
+                patch::Original::whole(&outline),
+                outline.clone(),
+                &pod,
+                &identity,
+                &namespace,
+                known_ns_labels,
+                now,
+            )
             .await?;
         if enforced {
             out.audit_annotations
@@ -225,8 +233,18 @@ impl Mutator {
                 e.into_inner()
             )));
         }
-        let pod =
-            sandbox_pod::controller_pod(req, object, template, owner == TemplateOwner::Template)?;
+        let from_template = owner == TemplateOwner::Template;
+        let pod_head = sandbox_pod::controller_pod_head(req, object, template, from_template)?;
+        // The steps mutate the one copy made of the template's spec; the patch is taken
+        // against the template's own.
+        let mut pod = pod_head.clone();
+        if let Value::Object(members) = &mut pod {
+            members.insert("spec".into(), spec.clone());
+        }
+        let original = patch::Original {
+            root: &pod_head,
+            spec: Some(spec),
+        };
         let head = PodHead::deserialize(&pod)
             .map_err(|e| Refusal::new(format!("spec.podTemplate.metadata cannot be read: {e}")))?;
         let identity = sandbox_pod::identify(&head.metadata)
@@ -236,7 +254,15 @@ impl Mutator {
         // their copy is the pod as `/mutate` would leave it, and `ops` is the patch it would
         // answer: no outline to read and no patch to apply again.
         let (pod, ops, out, _) = self
-            .apply(&pod, &head, &identity, &namespace, None, Utc::now())
+            .apply(
+                original,
+                pod,
+                &head,
+                &identity,
+                &namespace,
+                None,
+                Utc::now(),
+            )
             .await?;
         let defaulted = ops.iter().map(|op| op.path().to_string()).collect();
         Ok(EffectivePod {
@@ -247,14 +273,16 @@ impl Mutator {
         })
     }
 
-    /// Every in-memory step of the mutation on `object` (a Sandbox pod's outline, or the whole
-    /// pod: the steps read and write only what the outline keeps), in order: runtime,
-    /// hardening, bookkeeping. Returns the mutated copy, the patch from `object` to it (built
-    /// from the places each step set), what was done, and the network profile whose
-    /// NetworkPolicy the caller may apply.
+    /// Every in-memory step of the mutation on `mutated`, a copy of `original` (a Sandbox pod's
+    /// outline, or the whole pod: the steps read and write only what the outline keeps), in
+    /// order: runtime, hardening, bookkeeping. Returns the mutated copy, the patch from
+    /// `original` to it (built from the places each step set), what was done, and the network
+    /// profile whose NetworkPolicy the caller may apply.
+    #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
-        object: &Value,
+        original: patch::Original<'_>,
+        mut mutated: Value,
         pod: &PodHead,
         identity: &sandbox_pod::SandboxIdentity,
         namespace: &str,
@@ -289,7 +317,6 @@ impl Mutator {
         let ns_label = |key: &str| ns_labels.get(key).map(String::as_str);
 
         let mut out = MutationOutcome::default();
-        let mut mutated = object.clone();
         let mut touched = Touched::default();
 
         let (runtime_name, profile, source) = runtime::choose(
@@ -346,8 +373,8 @@ impl Mutator {
         )?;
         touched.mark(&["metadata", "labels"]);
         touched.mark(&["metadata", "annotations"]);
-        patch::prune_created_empty(object, &mut mutated);
-        let ops = patch::diff_touched(object, &mutated, &touched);
+        patch::prune_created_empty(original, &mut mutated);
+        let ops = patch::diff_touched(original, &mutated, &touched);
 
         out.audit_annotations
             .insert("runtime".into(), runtime_label.unwrap_or("none").into());

@@ -75,13 +75,13 @@ pub fn remove(map: &mut Map<String, Value>, key: &str) -> bool {
 
 /// Drop maps that this edit created empty (`labels: {}` where there were none), so that running
 /// the mutation on its own output does not differ by a spurious empty map.
-pub fn prune_created_empty(original: &Value, mutated: &mut Value) {
+pub fn prune_created_empty(original: Original<'_>, mutated: &mut Value) {
     let Some(meta) = mutated.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
     for which in ["labels", "annotations"] {
         let was_there = original
-            .get("metadata")
+            .member("metadata")
             .and_then(|m| m.get(which))
             .is_some();
         let empty = meta
@@ -136,19 +136,51 @@ impl Touched {
 /// places in `touched`: the operations and their order are those of [`diff`] (and of
 /// `json_patch::diff`), but only the touched places are walked.
 pub fn diff_touched(
-    original: &Value,
+    original: Original<'_>,
     mutated: &Value,
     touched: &Touched,
 ) -> Vec<json_patch::PatchOperation> {
     let mut ops = Vec::new();
-    touched_at(
-        Some(original),
-        Some(mutated),
-        &touched.root,
-        &mut String::new(),
-        &mut ops,
-    );
+    let path = &mut String::new();
+    match (original.spec, mutated) {
+        (None, _) => touched_at(
+            Some(original.root),
+            Some(mutated),
+            &touched.root,
+            path,
+            &mut ops,
+        ),
+        // Every place a step marks is under a member (`/spec/...`), so the root is never
+        // compared whole and its members can be looked up wherever they live.
+        (Some(_), Value::Object(r)) => {
+            members_at(|key| original.member(key), r, &touched.root, path, &mut ops)
+        }
+        (Some(_), _) => ops.push(operation(path, Some(mutated), false)),
+    }
     ops
+}
+
+/// The pod a mutation started from: the root, and its spec where that lives apart. The
+/// effective pod of a Sandbox is judged from the request's own pod spec, so the steps mutate
+/// the one copy made of it and the patch is taken against the original in the request.
+#[derive(Debug, Clone, Copy)]
+pub struct Original<'a> {
+    pub root: &'a Value,
+    /// When given, the pod's `spec` (the root's own `spec`, if any, is not looked at).
+    pub spec: Option<&'a Value>,
+}
+
+impl<'a> Original<'a> {
+    pub fn whole(root: &'a Value) -> Self {
+        Original { root, spec: None }
+    }
+
+    fn member(&self, key: &str) -> Option<&'a Value> {
+        match self.spec {
+            Some(spec) if key == "spec" => Some(spec),
+            _ => self.root.get(key),
+        }
+    }
 }
 
 fn touched_at(
@@ -169,28 +201,7 @@ fn touched_at(
         return diff_at(left, right, path, ops);
     }
     match (left, right) {
-        (Value::Object(l), Value::Object(r)) => {
-            let mut keys: Vec<(&str, &Trie)> = node
-                .children
-                .iter()
-                .map(|(k, child)| (k.as_str(), child))
-                .collect();
-            keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            // Members still there first, in order, then removed ones: as the whole diff walks.
-            for (key, child) in keys.iter().filter(|(k, _)| r.contains_key(*k)) {
-                let len = push_token(path, key);
-                touched_at(l.get(*key), r.get(*key), child, path, ops);
-                path.truncate(len);
-            }
-            for (key, _) in keys
-                .iter()
-                .filter(|(k, _)| !r.contains_key(*k) && l.contains_key(*k))
-            {
-                let len = push_token(path, key);
-                ops.push(operation(path, None, false));
-                path.truncate(len);
-            }
-        }
+        (Value::Object(l), Value::Object(r)) => members_at(|key| l.get(key), r, node, path, ops),
         (Value::Array(l), Value::Array(r)) if l.len() == r.len() => {
             let mut items: Vec<(usize, &Trie)> = node
                 .children
@@ -207,6 +218,36 @@ fn touched_at(
         }
         // A list that changed length, or a value that changed type: walked whole.
         _ => diff_at(left, right, path, ops),
+    }
+}
+
+/// The touched members of an object, the original's looked up by `left`.
+fn members_at<'a>(
+    left: impl Fn(&str) -> Option<&'a Value>,
+    r: &Map<String, Value>,
+    node: &Trie,
+    path: &mut String,
+    ops: &mut Vec<json_patch::PatchOperation>,
+) {
+    let mut keys: Vec<(&str, &Trie)> = node
+        .children
+        .iter()
+        .map(|(k, child)| (k.as_str(), child))
+        .collect();
+    keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    // Members still there first, in order, then removed ones: as the whole diff walks.
+    for (key, child) in keys.iter().filter(|(k, _)| r.contains_key(*k)) {
+        let len = push_token(path, key);
+        touched_at(left(key), r.get(*key), child, path, ops);
+        path.truncate(len);
+    }
+    for (key, _) in keys
+        .iter()
+        .filter(|(k, _)| !r.contains_key(*k) && left(k).is_some())
+    {
+        let len = push_token(path, key);
+        ops.push(operation(path, None, false));
+        path.truncate(len);
     }
 }
 

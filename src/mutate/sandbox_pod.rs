@@ -128,6 +128,25 @@ pub fn controller_pod(
     template: &Value,
     from_template: bool,
 ) -> Result<Value, Refusal> {
+    let mut pod = controller_pod_head(req, object, template, from_template)?;
+    let spec = template
+        .get("spec")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let Value::Object(members) = &mut pod {
+        members.insert("spec".into(), spec);
+    }
+    Ok(pod)
+}
+
+/// [`controller_pod`] without its `spec` (the template's spec, as it is), for a caller that
+/// takes the spec from the template itself rather than from a copy.
+pub fn controller_pod_head(
+    req: &AdmissionRequest,
+    object: &Value,
+    template: &Value,
+    from_template: bool,
+) -> Result<Value, Refusal> {
     let meta = object.get("metadata");
     let text = |v: Option<&Value>, key: &str| {
         v.and_then(|m| m.get(key))
@@ -188,16 +207,11 @@ pub fn controller_pod(
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }
-    let spec = template
-        .get("spec")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
     // Built member by member: `json!` with a value inside serialises it into a new copy.
     let mut pod = Map::new();
     pod.insert("apiVersion".into(), Value::from("v1"));
     pod.insert("kind".into(), Value::from("Pod"));
     pod.insert("metadata".into(), Value::Object(metadata));
-    pod.insert("spec".into(), spec);
     Ok(Value::Object(pod))
 }
 

@@ -143,14 +143,16 @@ impl PolicySet {
             .filter(|(_, p)| p.separate.is_none())
             .map(|(i, _)| *i)
             .collect();
-        let verdicts = (!combined.is_empty())
-            .then(|| self.eval_rule(entry, with_run_list(&input, combined.iter().copied())));
+        let verdicts = (!combined.is_empty()).then(|| {
+            let keys = combined.iter().map(|&i| self.entries.key(i));
+            self.eval_rule(entry, with_run_list(&input, keys))
+        });
         let mut hits = Vec::new();
         for (i, policy) in &matching {
             match (&policy.separate, &verdicts) {
                 (Some(params), _) => hits.extend(self.evaluate_separate(&input, policy, params)),
                 (None, Some(Ok(verdicts))) => {
-                    let verdict = verdicts[&regorus::Value::from(i.to_string())].clone();
+                    let verdict = verdicts[&self.entries.key(*i)].clone();
                     hits.extend(hits_of(policy, &as_list(verdict)));
                 }
                 (None, _) => hits.extend(self.evaluate_one(&input, policy)),
@@ -236,18 +238,15 @@ fn as_list(value: regorus::Value) -> regorus::Value {
     }
 }
 
-/// `input` plus the run list naming the policies to evaluate, by index.
+/// `input` plus the run list naming the policies to evaluate, by their keys (`EntryRules::key`).
 pub(super) fn with_run_list(
     input: &regorus::Value,
-    indices: impl IntoIterator<Item = usize>,
+    keys: impl IntoIterator<Item = regorus::Value>,
 ) -> regorus::Value {
     let mut run = regorus::Value::new_object();
     if let Ok(map) = run.as_object_mut() {
-        for i in indices {
-            map.insert(
-                regorus::Value::from(i.to_string()),
-                regorus::Value::from(true),
-            );
+        for key in keys {
+            map.insert(key, regorus::Value::from(true));
         }
     }
     with_key(input, RUN_KEY, run)

@@ -73,24 +73,41 @@ pub struct PolicySet {
 /// Entry rules of the verdicts module by request kind.
 #[derive(Debug, Clone, Default)]
 pub(super) struct EntryRules {
-    by_kind: HashMap<(String, String), String>,
+    /// By group, then kind: looked up with the request's own strings, nothing built.
+    by_kind: HashMap<String, HashMap<String, String>>,
     /// Policies matching any kind (`*` in their group or kind): requests of a kind no policy
     /// names exactly are judged by these alone.
     other: String,
+    /// Each policy's key in the run list and in the verdicts (its index, as text), made once
+    /// rather than for every policy of every request.
+    keys: Vec<regorus::Value>,
 }
 
 impl EntryRules {
     /// The rule to evaluate for a request of `group`/`kind`.
     pub(super) fn rule_for(&self, group: &str, kind: &str) -> &str {
         self.by_kind
-            .get(&(group.to_owned(), kind.to_owned()))
+            .get(group)
+            .and_then(|kinds| kinds.get(kind))
             .map_or(self.other.as_str(), String::as_str)
+    }
+
+    /// Policy `i`'s key in the run list and the verdicts object.
+    pub(super) fn key(&self, i: usize) -> regorus::Value {
+        self.keys
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| regorus::Value::from(i.to_string()))
     }
 
     /// Every entry rule, and the rule gathering all policies: the compiled program's entry points.
     fn all_rules(&self) -> Vec<&str> {
         let mut rules = vec![VERDICTS_RULE, self.other.as_str()];
-        rules.extend(self.by_kind.values().map(String::as_str));
+        rules.extend(
+            self.by_kind
+                .values()
+                .flat_map(|k| k.values().map(String::as_str)),
+        );
         rules
     }
 }
@@ -577,7 +594,8 @@ fn empty_review() -> regorus::Value {
 
 /// The empty review with every one of `count` policies on the run list.
 fn probe_input(count: usize) -> regorus::Value {
-    super::eval::with_run_list(&empty_review(), 0..count)
+    let keys = (0..count).map(|i| regorus::Value::from(i.to_string()));
+    super::eval::with_run_list(&empty_review(), keys)
 }
 
 /// The generated module that gathers every policy's violations into one rule, so that a request
@@ -632,15 +650,21 @@ fn verdicts_module(policies: &[Policy]) -> (String, EntryRules) {
     let mut entries = EntryRules {
         by_kind: HashMap::new(),
         other: format!("{VERDICTS_PACKAGE}.other"),
+        keys: (0..policies.len())
+            .map(|i| regorus::Value::from(i.to_string()))
+            .collect(),
     };
     for (n, (key, mut members)) in by_kind.into_iter().enumerate() {
         members.extend(&any_kind);
         members.sort_unstable();
         members.dedup();
         text.push_str(&rule(&format!("k{n}"), &members));
+        let (group, kind) = key;
         entries
             .by_kind
-            .insert(key, format!("{VERDICTS_PACKAGE}.k{n}"));
+            .entry(group)
+            .or_default()
+            .insert(kind, format!("{VERDICTS_PACKAGE}.k{n}"));
     }
     (text, entries)
 }

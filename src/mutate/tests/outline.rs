@@ -201,11 +201,49 @@ async fn whole_pod_patch(
     let head = PodHead::deserialize(object).unwrap();
     let identity = sandbox_pod::identify(&head.metadata).unwrap();
     let (mutated, touched_only, _, _) = m
-        .apply(object, &head, &identity, &req.namespace, None, now)
+        .apply(
+            patch::Original::whole(object),
+            object.clone(),
+            &head,
+            &identity,
+            &req.namespace,
+            None,
+            now,
+        )
         .await?;
     let whole = json_patch::diff(object, &mutated).0;
     // Walking only what the steps marked gives the whole diff on the whole pod too.
     assert_eq!(touched_only, whole, "the steps left a change unmarked");
+    // And so does the original taken apart, its spec elsewhere than its root (as the
+    // effective pod of a Sandbox is taken against the request's own pod spec).
+    let mut root = object.clone();
+    let spec = root
+        .as_object_mut()
+        .and_then(|r| r.remove("spec"))
+        .unwrap_or(Value::Null);
+    let apart = patch::Original {
+        root: &root,
+        spec: Some(&spec),
+    };
+    let (mutated_apart, ops_apart, _, _) = m
+        .apply(
+            apart,
+            object.clone(),
+            &head,
+            &identity,
+            &req.namespace,
+            None,
+            now,
+        )
+        .await?;
+    assert_eq!(
+        mutated_apart, mutated,
+        "the same pod from the original taken apart"
+    );
+    assert_eq!(
+        ops_apart, whole,
+        "the same patch from the original taken apart"
+    );
     Ok((whole, mutated))
 }
 
