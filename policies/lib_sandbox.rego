@@ -83,8 +83,10 @@ pod_spec := object.get(obj, "spec", {}) if {
 	pod_judged
 }
 
-# The pointers the mutation set, as a set, built once per review.
-defaulted_pointers := {d | some d in object.get(context, "defaulted", [])}
+# The pointers the mutation set, as a set, built once per review. (A rule with a body rather
+# than a comprehension: `explain` attributes a comprehension's outputs to the rule being
+# explained when the interpreter evaluates this module's rules along the way.)
+defaulted_pointers contains d if some d in object.get(context, "defaulted", [])
 
 # Did the mutation fill in the pod spec field at `path` (a JSON pointer under the spec, such as
 # "/runtimeClassName" or "/containers/0/securityContext")? It did when the field's pointer, or

@@ -664,6 +664,14 @@ fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
     false
 }
 
+/// Decode an AdmissionReview v1 body with its objects built as values at once, for a caller
+/// that needs them (validation always does: the policies get the whole request): one pass over
+/// the objects, where [`decode`] checks them now and parses them again when first needed.
+/// The same answers and refusals as [`decode`].
+pub fn decode_built(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
+    decode_whole(body)
+}
+
 /// Decode a body by building it whole as a value.
 fn decode_whole(body: &[u8]) -> Result<AdmissionRequest, DecodeError> {
     let mut review: Value =
@@ -905,7 +913,7 @@ mod tests {
         let lazy = decode(&body).unwrap();
         assert!(matches!(lazy.object_json(), Some(ObjectJson::Text(_))));
         assert_eq!(lazy.raw(), &r);
-        assert_eq!(lazy.raw(), decode_whole(&body).unwrap().raw());
+        assert_eq!(lazy.raw(), decode_built(&body).unwrap().raw());
         assert!(matches!(lazy.object_json(), Some(ObjectJson::Value(_))));
 
         // Too deep for serde_json anywhere in the body: refused as before, not left for later.
@@ -929,6 +937,13 @@ mod tests {
 
     #[test]
     fn refuses_each_malformed_envelope() {
+        refuses_each_malformed_envelope_with(decode);
+        refuses_each_malformed_envelope_with(decode_built);
+    }
+
+    fn refuses_each_malformed_envelope_with(
+        decode: fn(&[u8]) -> Result<AdmissionRequest, DecodeError>,
+    ) {
         assert!(matches!(decode(b"nope"), Err(DecodeError::NotJson(_))));
         assert!(matches!(decode(b"[1]"), Err(DecodeError::NotAReview(_))));
         let wrong =

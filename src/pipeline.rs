@@ -372,7 +372,13 @@ impl Admitter {
         let started = Instant::now();
         let mut job = None;
         self.metrics.in_flight.inc();
-        let answer = match admission::decode(body) {
+        // Validation builds the whole request for the policies anyway; mutation reads only
+        // part of the pod, from its text.
+        let decoded = match endpoint {
+            Endpoint::Validate => admission::decode_built(body),
+            Endpoint::Mutate => admission::decode(body),
+        };
+        let answer = match decoded {
             Err(err) => self.refuse(endpoint, err),
             Ok(req) => {
                 let decision = self.decide_within(endpoint, &req, deadline).await;

@@ -367,7 +367,7 @@ async fn a_policy_that_did_not_fire_shows_its_first_failed_expression() {
     let (decision, explained) = admitter.explain(&req, Some("sandbox-privileged")).await;
     assert!(decision.response.allowed);
     let e = explained[0].as_ref().unwrap();
-    assert!(e.firings.is_empty());
+    assert!(e.firings.is_empty(), "{:?}", e.firings);
     let miss = e.misses.first().expect("a miss");
     assert_eq!(miss.file, "privileged.rego");
     let failed = miss.first_failed.as_ref().expect("first failed expression");

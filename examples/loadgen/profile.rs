@@ -113,7 +113,7 @@ pub async fn each(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<(
         rows.push((median, review, verdict));
     }
     running.shutdown().await;
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
     let total: Duration = rows.iter().map(|r| r.0).sum();
     eprintln!(
         "{path}: {} reviews, mean of medians {:.1} µs",
