@@ -237,10 +237,7 @@ impl Mutator {
         let pod_head = sandbox_pod::controller_pod_head(req, object, template, from_template)?;
         // The steps mutate the one copy made of the template's spec; the patch is taken
         // against the template's own.
-        let mut pod = pod_head.clone();
-        if let Value::Object(members) = &mut pod {
-            members.insert("spec".into(), spec.clone());
-        }
+        let pod = sandbox_pod::with_spec(&pod_head, spec);
         let original = patch::Original {
             root: &pod_head,
             spec: Some(spec),

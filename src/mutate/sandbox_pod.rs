@@ -128,15 +128,18 @@ pub fn controller_pod(
     template: &Value,
     from_template: bool,
 ) -> Result<Value, Refusal> {
-    let mut pod = controller_pod_head(req, object, template, from_template)?;
-    let spec = template
-        .get("spec")
-        .cloned()
-        .unwrap_or_else(|| Value::Object(Map::new()));
+    let head = controller_pod_head(req, object, template, from_template)?;
+    let empty = Value::Object(Map::new());
+    Ok(with_spec(&head, template.get("spec").unwrap_or(&empty)))
+}
+
+/// A copy of the pod `head` ([`controller_pod_head`]) with `spec` copied in.
+pub fn with_spec(head: &Value, spec: &Value) -> Value {
+    let mut pod = head.clone();
     if let Value::Object(members) = &mut pod {
-        members.insert("spec".into(), spec);
+        members.insert("spec".into(), spec.clone());
     }
-    Ok(pod)
+    pod
 }
 
 /// [`controller_pod`] without its `spec` (the template's spec, as it is), for a caller that

@@ -200,21 +200,7 @@ async fn whole_pod_patch(
     let object = req.object().unwrap();
     let head = PodHead::deserialize(object).unwrap();
     let identity = sandbox_pod::identify(&head.metadata).unwrap();
-    let (mutated, touched_only, _, _) = m
-        .apply(
-            patch::Original::whole(object),
-            object.clone(),
-            &head,
-            &identity,
-            &req.namespace,
-            None,
-            now,
-        )
-        .await?;
-    let whole = json_patch::diff(object, &mutated).0;
-    // Walking only what the steps marked gives the whole diff on the whole pod too.
-    assert_eq!(touched_only, whole, "the steps left a change unmarked");
-    // And so does the original taken apart, its spec elsewhere than its root (as the
+    // The original whole, and taken apart with its spec elsewhere than its root (as the
     // effective pod of a Sandbox is taken against the request's own pod spec).
     let mut root = object.clone();
     let spec = root
@@ -225,9 +211,9 @@ async fn whole_pod_patch(
         root: &root,
         spec: Some(&spec),
     };
-    let (mutated_apart, ops_apart, _, _) = m
-        .apply(
-            apart,
+    let run = async |original| {
+        m.apply(
+            original,
             object.clone(),
             &head,
             &identity,
@@ -235,7 +221,13 @@ async fn whole_pod_patch(
             None,
             now,
         )
-        .await?;
+        .await
+    };
+    let (mutated, touched_only, _, _) = run(patch::Original::whole(object)).await?;
+    let (mutated_apart, ops_apart, _, _) = run(apart).await?;
+    let whole = json_patch::diff(object, &mutated).0;
+    // Walking only what the steps marked gives the whole diff on the whole pod too.
+    assert_eq!(touched_only, whole, "the steps left a change unmarked");
     assert_eq!(
         mutated_apart, mutated,
         "the same pod from the original taken apart"
