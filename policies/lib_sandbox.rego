@@ -59,9 +59,12 @@ written_spec := object.get(obj, ["spec", "podTemplate", "spec"], {})
 
 # The pod spec a Sandbox or template is judged by: the pod the controller will create, as this
 # webhook's mutation leaves it, when the server offers it; otherwise the spec as written.
-template_spec := context.effective_pod.spec
-
-template_spec := written_spec if not context.effective_pod
+# Written as `else` chains where the definitions cannot both hold, here and below: every
+# definition of a rule is evaluated (to detect conflicting values), a chain stops at the first
+# that holds, and the result is the same.
+template_spec := spec if {
+	spec := context.effective_pod.spec
+} else := written_spec if not context.effective_pod
 
 judging_effective if context.effective_pod
 
@@ -71,14 +74,10 @@ judging_effective if context.effective_pod
 pod_spec := template_spec if {
 	is_sandbox
 	not being_deleted
-}
-
-pod_spec := template_spec if {
+} else := template_spec if {
 	is_template
 	not being_deleted
-}
-
-pod_spec := object.get(obj, "spec", {}) if {
+} else := object.get(obj, "spec", {}) if {
 	is_sandbox_pod
 	pod_judged
 }
@@ -100,16 +99,12 @@ defaulted(path) if {
 }
 
 # Where a judged value came from, for denial messages: the author, or this webhook's defaults.
-# Empty when the object is judged as written (nothing was filled in).
+# Empty when the object is judged as written (nothing was filled in). The `else` asks
+# `defaulted(path)` once per message, not once for each answer.
 origin(path) := " (filled in by sandbox-admission)" if {
 	judging_effective
 	defaulted(path)
-}
-
-origin(path) := sprintf(" (as written in the %s)", [review.kind.kind]) if {
-	judging_effective
-	not defaulted(path)
-}
+} else := sprintf(" (as written in the %s)", [review.kind.kind]) if judging_effective
 
 origin(_) := "" if not judging_effective
 
@@ -153,9 +148,9 @@ has_containers if {
 where(c) := sprintf("%s[%s]", [c.field, c.name])
 
 # A pod-level or container-level securityContext field, the container's value winning.
-effective_security(c, field) := c.spec.securityContext[field]
-
-effective_security(c, field) := pod_spec.securityContext[field] if {
+effective_security(c, field) := value if {
+	value := c.spec.securityContext[field]
+} else := pod_spec.securityContext[field] if {
 	not has_key(object.get(c.spec, "securityContext", {}), field)
 }
 

@@ -351,6 +351,11 @@ async fn opa_and_this_engine_agree_on_every_fixture_review() {
     let dir = tempfile::tempdir().unwrap();
     let plan_path = dir.path().join("plan.json");
     std::fs::write(&plan_path, serde_json::to_vec(&plan).unwrap()).unwrap();
+    // Kept on request, to judge the same cases again by hand (for example a policy rewrite
+    // against the old one in OPA).
+    if let Some(keep) = std::env::var_os("OPA_DIFFERENTIAL_PLAN") {
+        std::fs::copy(&plan_path, keep).unwrap();
+    }
 
     let script = root().join("tests/opa/differential.py");
     let out = Command::new("python3")

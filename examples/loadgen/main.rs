@@ -149,6 +149,10 @@ pub struct Args {
         value_name = "UID"
     )]
     profile_reviews: Vec<String>,
+    /// With --profile-passes: the policies of this directory (as `serve --policies DIR` reads
+    /// it) instead of the embedded set, to profile a policy change without rebuilding
+    #[arg(long, requires = "profile_passes", value_name = "DIR")]
+    profile_policies: Option<PathBuf>,
     /// Internal: run the no-op responder with certificates in DIR
     #[arg(long, hide = true)]
     serve_noop: Option<PathBuf>,
@@ -612,11 +616,15 @@ async fn profile_mode(args: &Args) -> anyhow::Result<()> {
         w.mutate.retain(keep);
         w.validate_sandbox.retain(keep);
     }
-    let passes = args.profile_passes.unwrap_or(1);
+    let p = profile::Profile {
+        passes: args.profile_passes.unwrap_or(1),
+        validate: args.profile_validate,
+        policies: args.profile_policies.clone(),
+    };
     if args.profile_each {
-        return profile::each(&w, passes, args.profile_validate).await;
+        return profile::each(&w, p).await;
     }
-    profile::run(&w, passes, args.profile_validate).await
+    profile::run(&w, p).await
 }
 
 fn main() -> std::process::ExitCode {

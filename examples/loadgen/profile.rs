@@ -8,7 +8,7 @@
 //! `(total with N passes − total with 1 pass) / ((N − 1) × reviews)`, so start-up cancels out.
 
 use std::hint::black_box;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sandbox_admission::config::Config;
@@ -31,8 +31,16 @@ fn workload(w: &Workload, validate: bool) -> anyhow::Result<(Endpoint, &[Review]
     Ok((endpoint, reviews, path))
 }
 
+/// What a profile runs: how many passes, which workload, and the policies (the embedded set, or
+/// a directory as `serve --policies` reads it, to compare a policy change without a rebuild).
+pub struct Profile {
+    pub passes: u32,
+    pub validate: bool,
+    pub policies: Option<PathBuf>,
+}
+
 /// The server `serve` starts, its certificates in `dir`.
-async fn start(dir: &Path) -> anyhow::Result<server::Running> {
+async fn start(dir: &Path, policies: Option<PathBuf>) -> anyhow::Result<server::Running> {
     let mut config = Config::embedded()?;
     config.listen = "127.0.0.1:0".parse()?;
     config.health_listen = "127.0.0.1:0".parse()?;
@@ -42,17 +50,20 @@ async fn start(dir: &Path) -> anyhow::Result<server::Running> {
         tls: TlsSource::SelfSigned {
             dir: dir.join("certs"),
         },
-        policies_dir: None,
+        policies_dir: policies,
         decision_log: true,
         cluster: None,
     })
     .await
 }
 
-pub async fn run(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()> {
+pub async fn run(w: &Workload, p: Profile) -> anyhow::Result<()> {
+    let Profile {
+        passes, validate, ..
+    } = p;
     let (endpoint, reviews, path) = workload(w, validate)?;
     let dir = tempfile::tempdir()?;
-    let running = start(dir.path()).await?;
+    let running = start(dir.path(), p.policies).await?;
     let deadline = Duration::from_secs(10);
     let mut answered = 0u64;
     for _ in 0..passes {
@@ -78,10 +89,13 @@ pub async fn run(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()
 /// `--profile-each`: every review alone, `passes` times in a row after one warm-up, its median
 /// wall time; costliest first. A load test's p99 is the slowest 1% of its reviews, so on a mix
 /// of 68 reviews it is set by the one or two costliest of them.
-pub async fn each(w: &Workload, passes: u32, validate: bool) -> anyhow::Result<()> {
+pub async fn each(w: &Workload, p: Profile) -> anyhow::Result<()> {
+    let Profile {
+        passes, validate, ..
+    } = p;
     let (endpoint, reviews, path) = workload(w, validate)?;
     let dir = tempfile::tempdir()?;
-    let running = start(dir.path()).await?;
+    let running = start(dir.path(), p.policies).await?;
     let deadline = Duration::from_secs(10);
     let mut rows = Vec::new();
     for review in reviews {
