@@ -82,21 +82,17 @@ pod_spec := template_spec if {
 	pod_judged
 }
 
-# The pointers the mutation set, as a set, built once per review. (A rule with a body rather
-# than a comprehension: `explain` attributes a comprehension's outputs to the rule being
-# explained when the interpreter evaluates this module's rules along the way.)
-defaulted_pointers contains d if some d in object.get(context, "defaulted", [])
+# The pointers the mutation set, each followed by a `/`, built once per review. (A rule with a
+# body rather than a comprehension: `explain` attributes a comprehension's outputs to the rule
+# being explained when the interpreter evaluates this module's rules along the way.)
+defaulted_prefixes contains concat("", [d, "/"]) if some d in object.get(context, "defaulted", [])
 
 # Did the mutation fill in the pod spec field at `path` (a JSON pointer under the spec, such as
-# "/runtimeClassName" or "/containers/0/securityContext")? It did when the field's pointer, or
-# one it lies within (`/spec/containers/0` for `/spec/containers/0/image`), is one the mutation
-# set. Those are the pointer cut before each of its `/`s, so a message costs a lookup per
-# level of the path, not a scan of everything the mutation set.
-defaulted(path) if {
-	parts := split(concat("", ["/spec", path]), "/")
-	some n in numbers.range(1, count(parts))
-	concat("/", array.slice(parts, 0, n)) in defaulted_pointers
-}
+# "/runtimeClassName" or "/containers/0/securityContext")? It did when the field's pointer is
+# one the mutation set or lies within one (`/spec/containers/0` for `/spec/containers/0/image`,
+# not `/spec/containers/1` for `/spec/containers/10`): with a `/` after both, the one begins
+# with the other. One builtin call per message, not a rule body per level of the path.
+defaulted(path) if strings.any_prefix_match(concat("", ["/spec", path, "/"]), defaulted_prefixes)
 
 # Where a judged value came from, for denial messages: the author, or this webhook's defaults.
 # Empty when the object is judged as written (nothing was filled in). The `else` asks
