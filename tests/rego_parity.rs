@@ -407,3 +407,40 @@ fn decoded_objects_are_sorted_and_keep_the_last_of_a_repeated_key() {
         assert_eq!(to_json(&got), want, "rvm {rule}");
     }
 }
+
+/// Patch 16: every body of a rule starts with its retained registers (a function's arguments,
+/// a set's result) and the rest undefined, whatever an earlier body left in them: definitions
+/// that bind the same locals and fail part-way, an `else` chain, a set with several bodies.
+/// Values from OPA v1.
+#[test]
+fn rvm_each_body_starts_from_its_arguments_alone() {
+    let rego = r#"package p
+import rego.v1
+f(x) := y if { t := x * 10; t > 1000; y := "big" }
+f(x) := y if { t := x * 10; t <= 1000; t > 100; y := "mid" }
+f(x) := "small" if x * 10 <= 100
+g(x) := a if { a := x.a; a > 1 } else := b if { b := x.b; b > 1 } else := "none"
+s contains v if { some v in input.xs; v > 2 }
+s contains w if { w := input.y; w > 6 }
+out := {"f": [f(1), f(50), f(500)], "g": [g({"a": 5}), g({"a": 0, "b": 3}), g({"a": 0, "b": 0})], "s": s}
+"#;
+    let f_and_g = json!({"f": ["small", "mid", "big"], "g": [5, 3, "none"]});
+    let mut with_set = f_and_g.clone();
+    with_set["s"] = json!([3, 5, 7]);
+    both(
+        rego,
+        false,
+        "data.p.out",
+        json!({"xs": [1, 3, 5], "y": 7}),
+        with_set,
+    );
+    let mut empty_set = f_and_g;
+    empty_set["s"] = json!([]);
+    both(
+        rego,
+        false,
+        "data.p.out",
+        json!({"xs": [], "y": 1}),
+        empty_set,
+    );
+}

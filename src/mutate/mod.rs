@@ -163,9 +163,10 @@ impl Mutator {
             }
         };
         let enforced = known_ns_labels.is_some();
-        let (_, patch, mut out, network) = self
+        let original = patch::Original::whole(&outline);
+        let (mutated, touched, mut out, network) = self
             .apply(
-                patch::Original::whole(&outline),
+                original,
                 outline.clone(),
                 &pod,
                 &identity,
@@ -183,7 +184,7 @@ impl Mutator {
             self.ensure_network_policy(req, &namespace, name, profile, &mut out)
                 .await?;
         }
-        out.patch = patch;
+        out.patch = patch::diff_touched(original, &mutated, &touched);
         Ok(out)
     }
 
@@ -250,7 +251,7 @@ impl Mutator {
         // The steps run on the whole pod (they touch only what `/mutate`'s outline keeps), so
         // their copy is the pod as `/mutate` would leave it, and `ops` is the patch it would
         // answer: no outline to read and no patch to apply again.
-        let (pod, ops, out, _) = self
+        let (pod, touched, out, _) = self
             .apply(
                 original,
                 pod,
@@ -261,7 +262,7 @@ impl Mutator {
                 Utc::now(),
             )
             .await?;
-        let defaulted = ops.iter().map(|op| op.path().to_string()).collect();
+        let defaulted = patch::touched_pointers(original, &pod, &touched);
         Ok(EffectivePod {
             pod,
             defaulted,
@@ -272,9 +273,9 @@ impl Mutator {
 
     /// Every in-memory step of the mutation on `mutated`, a copy of `original` (a Sandbox pod's
     /// outline, or the whole pod: the steps read and write only what the outline keeps), in
-    /// order: runtime, hardening, bookkeeping. Returns the mutated copy, the patch from
-    /// `original` to it (built from the places each step set), what was done, and the network
-    /// profile whose NetworkPolicy the caller may apply.
+    /// order: runtime, hardening, bookkeeping. Returns the mutated copy, the places each step
+    /// set (the patch from `original` is taken there: [`patch::diff_touched`]), what was done,
+    /// and the network profile whose NetworkPolicy the caller may apply.
     #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
@@ -285,15 +286,7 @@ impl Mutator {
         namespace: &str,
         known_ns_labels: Option<BTreeMap<String, String>>,
         now: DateTime<Utc>,
-    ) -> Result<
-        (
-            Value,
-            Vec<json_patch::PatchOperation>,
-            MutationOutcome,
-            String,
-        ),
-        Refusal,
-    > {
+    ) -> Result<(Value, patch::Touched, MutationOutcome, String), Refusal> {
         let (runtime_key, network_key) = (self.runtime_key.as_str(), self.network_key.as_str());
         let annotation = |key: &str| {
             pod.metadata
@@ -371,13 +364,12 @@ impl Mutator {
         touched.mark(&["metadata", "labels"]);
         touched.mark(&["metadata", "annotations"]);
         patch::prune_created_empty(original, &mut mutated);
-        let ops = patch::diff_touched(original, &mutated, &touched);
 
         out.audit_annotations
             .insert("runtime".into(), runtime_label.unwrap_or("none").into());
         out.audit_annotations
             .insert("network-profile".into(), network_name.into());
-        Ok((mutated, ops, out, network_name.to_owned()))
+        Ok((mutated, touched, out, network_name.to_owned()))
     }
 
     /// The RuntimeClasses of the configured profiles, class name → (profile, handler): every

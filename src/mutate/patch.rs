@@ -141,23 +141,49 @@ pub fn diff_touched(
     touched: &Touched,
 ) -> Vec<json_patch::PatchOperation> {
     let mut ops = Vec::new();
+    walk_touched(original, mutated, touched, &mut ops);
+    ops
+}
+
+/// The pointers of [`diff_touched`]'s operations, in its order, without building them: what
+/// the effective pod's `defaulted` list needs (each operation would copy its value).
+pub fn touched_pointers(original: Original<'_>, mutated: &Value, touched: &Touched) -> Vec<String> {
+    let mut pointers = Pointers(Vec::new());
+    walk_touched(original, mutated, touched, &mut pointers);
+    pointers.0
+}
+
+/// Where the walk's operations go: built whole, or only their pointers kept.
+trait Ops {
+    /// `add` (with `add`), `replace` (a value without `add`) or `remove` (no value) at `path`.
+    fn push(&mut self, path: &str, value: Option<&Value>, add: bool);
+}
+
+impl Ops for Vec<json_patch::PatchOperation> {
+    fn push(&mut self, path: &str, value: Option<&Value>, add: bool) {
+        Vec::push(self, operation(path, value, add));
+    }
+}
+
+struct Pointers(Vec<String>);
+
+impl Ops for Pointers {
+    fn push(&mut self, path: &str, _: Option<&Value>, _: bool) {
+        self.0.push(path.to_owned());
+    }
+}
+
+fn walk_touched(original: Original<'_>, mutated: &Value, touched: &Touched, ops: &mut impl Ops) {
     let path = &mut String::new();
     match (original.spec, mutated) {
-        (None, _) => touched_at(
-            Some(original.root),
-            Some(mutated),
-            &touched.root,
-            path,
-            &mut ops,
-        ),
+        (None, _) => touched_at(Some(original.root), Some(mutated), &touched.root, path, ops),
         // Every place a step marks is under a member (`/spec/...`), so the root is never
         // compared whole and its members can be looked up wherever they live.
         (Some(_), Value::Object(r)) => {
-            members_at(|key| original.member(key), r, &touched.root, path, &mut ops)
+            members_at(|key| original.member(key), r, &touched.root, path, ops)
         }
-        (Some(_), _) => ops.push(operation(path, Some(mutated), false)),
+        (Some(_), _) => ops.push(path, Some(mutated), false),
     }
-    ops
 }
 
 /// The pod a mutation started from: the root, and its spec where that lives apart. The
@@ -188,13 +214,13 @@ fn touched_at(
     right: Option<&Value>,
     node: &Trie,
     path: &mut String,
-    ops: &mut Vec<json_patch::PatchOperation>,
+    ops: &mut impl Ops,
 ) {
     let (left, right) = match (left, right) {
         (Some(l), Some(r)) => (l, r),
         // What the whole diff does for a member on one side only.
-        (None, Some(r)) => return ops.push(operation(path, Some(r), true)),
-        (Some(_), None) => return ops.push(operation(path, None, false)),
+        (None, Some(r)) => return ops.push(path, Some(r), true),
+        (Some(_), None) => return ops.push(path, None, false),
         (None, None) => return,
     };
     if node.whole {
@@ -227,7 +253,7 @@ fn members_at<'a>(
     r: &Map<String, Value>,
     node: &Trie,
     path: &mut String,
-    ops: &mut Vec<json_patch::PatchOperation>,
+    ops: &mut impl Ops,
 ) {
     let mut keys: Vec<(&str, &Trie)> = node
         .children
@@ -246,7 +272,7 @@ fn members_at<'a>(
         .filter(|(k, _)| !r.contains_key(*k) && left(k).is_some())
     {
         let len = push_token(path, key);
-        ops.push(operation(path, None, false));
+        ops.push(path, None, false);
         path.truncate(len);
     }
 }
@@ -266,25 +292,20 @@ pub fn diff(original: &Value, mutated: &Value) -> Vec<json_patch::PatchOperation
     ops
 }
 
-fn diff_at(
-    left: &Value,
-    right: &Value,
-    path: &mut String,
-    ops: &mut Vec<json_patch::PatchOperation>,
-) {
+fn diff_at(left: &Value, right: &Value, path: &mut String, ops: &mut impl Ops) {
     match (left, right) {
         (Value::Object(l), Value::Object(r)) => {
             for (key, right_value) in r {
                 let len = push_token(path, key);
                 match l.get(key) {
                     Some(left_value) => diff_at(left_value, right_value, path, ops),
-                    None => ops.push(operation(path, Some(right_value), true)),
+                    None => ops.push(path, Some(right_value), true),
                 }
                 path.truncate(len);
             }
             for key in l.keys().filter(|k| !r.contains_key(*k)) {
                 let len = push_token(path, key);
-                ops.push(operation(path, None, false));
+                ops.push(path, None, false);
                 path.truncate(len);
             }
         }
@@ -298,16 +319,16 @@ fn diff_at(
                     (Some(lv), Some(rv)) => diff_at(lv, rv, path, ops),
                     (Some(_), None) => {
                         removed += 1;
-                        ops.push(operation(path, None, false));
+                        ops.push(path, None, false);
                     }
-                    (None, Some(rv)) => ops.push(operation(path, Some(rv), true)),
+                    (None, Some(rv)) => ops.push(path, Some(rv), true),
                     (None, None) => {}
                 }
                 path.truncate(len);
             }
         }
         _ if left == right => {}
-        _ => ops.push(operation(path, Some(right), false)),
+        _ => ops.push(path, Some(right), false),
     }
 }
 

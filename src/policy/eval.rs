@@ -144,8 +144,10 @@ impl PolicySet {
             .map(|(i, _)| *i)
             .collect();
         let verdicts = (!combined.is_empty()).then(|| {
-            let keys = combined.iter().map(|&i| self.entries.key(i));
-            self.eval_rule(entry, with_run_list(&input, keys))
+            let run = self.run_lists.get(&combined, || {
+                run_list(combined.iter().map(|&i| self.entries.key(i)))
+            });
+            self.eval_rule(entry, with_run_list(&input, run))
         });
         let mut hits = Vec::new();
         for (i, policy) in &matching {
@@ -238,17 +240,19 @@ fn as_list(value: regorus::Value) -> regorus::Value {
     }
 }
 
-/// `input` plus the run list naming the policies to evaluate, by their keys (`EntryRules::key`).
-pub(super) fn with_run_list(
-    input: &regorus::Value,
-    keys: impl IntoIterator<Item = regorus::Value>,
-) -> regorus::Value {
+/// The run list naming the policies to evaluate, by their keys (`EntryRules::key`).
+pub(super) fn run_list(keys: impl IntoIterator<Item = regorus::Value>) -> regorus::Value {
     let mut run = regorus::Value::new_object();
     if let Ok(map) = run.as_object_mut() {
         for key in keys {
             map.insert(key, regorus::Value::from(true));
         }
     }
+    run
+}
+
+/// `input` plus a run list.
+pub(super) fn with_run_list(input: &regorus::Value, run: regorus::Value) -> regorus::Value {
     with_key(input, RUN_KEY, run)
 }
 

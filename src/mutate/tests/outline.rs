@@ -223,8 +223,18 @@ async fn whole_pod_patch(
         )
         .await
     };
-    let (mutated, touched_only, _, _) = run(patch::Original::whole(object)).await?;
-    let (mutated_apart, ops_apart, _, _) = run(apart).await?;
+    let whole_original = patch::Original::whole(object);
+    let (mutated, touched, _, _) = run(whole_original).await?;
+    let touched_only = patch::diff_touched(whole_original, &mutated, &touched);
+    let (mutated_apart, touched_apart, _, _) = run(apart).await?;
+    let ops_apart = patch::diff_touched(apart, &mutated_apart, &touched_apart);
+    // The effective pod's `defaulted` list: the same operations' pointers, none built.
+    let pointers: Vec<String> = ops_apart.iter().map(|op| op.path().to_string()).collect();
+    assert_eq!(
+        patch::touched_pointers(apart, &mutated_apart, &touched_apart),
+        pointers,
+        "the pointers of the patch's operations"
+    );
     let whole = json_patch::diff(object, &mutated).0;
     // Walking only what the steps marked gives the whole diff on the whole pod too.
     assert_eq!(touched_only, whole, "the steps left a change unmarked");

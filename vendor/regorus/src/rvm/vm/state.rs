@@ -257,6 +257,16 @@ impl RegoVM {
         }
     }
 
+    /// The registers a rule body starts with: the first `retained` kept (the result, or a
+    /// function's arguments), the rest up to `total` undefined. Same lengths as
+    /// `resize(retained, Undefined)` then `resize(total, Undefined)`.
+    /// sandbox-admission patch 16: filled by `resize_with`, not by cloning an `Undefined` into
+    /// every register (a match on the value per register, on every body of every rule call).
+    pub(super) fn reset_body_registers(&mut self, retained: usize, total: usize) {
+        self.registers.resize_with(retained, || Value::Undefined);
+        self.registers.resize_with(total, || Value::Undefined);
+    }
+
     /// Get a register window from the pool or create a new one
     pub(super) fn new_register_window(&mut self) -> Vec<Value> {
         self.register_window_pool.pop().unwrap_or_default()
