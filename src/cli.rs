@@ -308,6 +308,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(settings.config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::policy::EVALUATION_STACK_BYTES)
         .build()?;
     runtime.block_on(async move {
         if use_cluster {

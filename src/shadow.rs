@@ -42,6 +42,7 @@ impl Runner {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("shadow".into())
+            .stack_size(crate::policy::EVALUATION_STACK_BYTES)
             .spawn(move || {
                 lower_priority();
                 match tokio::runtime::Builder::new_current_thread()

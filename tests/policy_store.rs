@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use sandbox_admission::admission::AdmissionRequest;
 use sandbox_admission::metrics::Metrics;
-use sandbox_admission::policy::{Action, PolicyConfig, PolicyHit, PolicySource, PolicyStore};
+use sandbox_admission::policy::{
+    Action, EvaluatorChoice, PolicyConfig, PolicyHit, PolicySource, PolicyStore,
+};
 use serde_json::{Value, json};
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -427,4 +429,128 @@ fn a_recursive_rule_denies_at_evaluation() {
     assert_eq!(names(&hits), vec!["rec"]);
     assert_eq!(hits[0].action, Action::Deny);
     assert!(hits[0].message.contains("recursion"), "{}", hits[0].message);
+}
+
+/// A v1 policy `name` (package `t.NAME`) with `body`, judging Sandboxes.
+fn sandbox_policy(dir: &Path, name: &str, body: &str) {
+    let rego = format!("package t.{name}\nimport rego.v1\n{body}\n");
+    write(dir, &format!("{name}.rego"), &rego);
+    write(dir, &format!("{name}.yaml"), SANDBOX_KIND);
+}
+
+/// A chain of `n` rules, each reading the next, the last the request's `spec.x`.
+fn rule_chain(dir: &Path, n: usize) {
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(&format!("r{i} := x if {{ x := r{} }}\n", i + 1));
+    }
+    body.push_str(&format!("r{n} := input.review.object.spec.x\n"));
+    body.push_str("violation contains {\"msg\": sprintf(\"x is %v\", [r0])} if r0 == 7");
+    sandbox_policy(dir, "chain", &body);
+}
+
+/// Regorus patch 18: rule evaluations nest on the native stack. A chain of rules thousands
+/// long aborted the process (stack overflow) at load, and 512 deep on a request (a tokio
+/// worker's 2 MiB stack); now either evaluator stops at 128 nested calls with an error, the
+/// set is refused at load, and a chain well inside the bound is judged as OPA judges it.
+#[test]
+fn a_rule_chain_nests_within_a_bound_on_either_evaluator() {
+    on_evaluation_stack(rule_chains_on_either_evaluator);
+}
+
+/// As the server's threads that evaluate policies run (`EVALUATION_STACK_BYTES`); the test
+/// harness's own threads have 2 MiB.
+fn on_evaluation_stack(f: fn()) {
+    std::thread::Builder::new()
+        .stack_size(sandbox_admission::policy::EVALUATION_STACK_BYTES)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn rule_chains_on_either_evaluator() {
+    for evaluator in [EvaluatorChoice::Compiled, EvaluatorChoice::Interpreter] {
+        let config = PolicyConfig {
+            evaluator,
+            ..PolicyConfig::default()
+        };
+        let shallow = tempfile::tempdir().unwrap();
+        rule_chain(shallow.path(), 60);
+        let store = load_with(shallow.path(), &config);
+        let hits = store.evaluate(&sandbox(json!(7)), None);
+        assert_eq!(names(&hits), vec!["chain"], "{evaluator:?}");
+        assert_eq!(hits[0].message, "x is 7", "{evaluator:?}");
+        assert!(store.evaluate(&sandbox(json!(8)), None).is_empty());
+
+        for n in [200, 5000] {
+            let deep = tempfile::tempdir().unwrap();
+            rule_chain(deep.path(), n);
+            let err = match PolicyStore::load(
+                &PolicySource::Dir(deep.path().into()),
+                &config,
+                Arc::new(Metrics::new()),
+            ) {
+                Ok(_) => panic!("a chain of {n} rules loaded ({evaluator:?})"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                err.contains("nested deeper than 128"),
+                "{evaluator:?}, {n}: {err}"
+            );
+        }
+    }
+}
+
+/// Regorus patch 17: nested collection literals parse once per level (they took 2^depth
+/// parses: 18 levels 14 s, 24 levels hours) and count towards the parser's nesting limit
+/// (unbounded, they overflowed the stack).
+#[test]
+fn nested_literals_parse_in_one_pass_and_within_the_nesting_limit() {
+    on_evaluation_stack(nested_literals);
+}
+
+fn nested_literals() {
+    let dir = tempfile::tempdir().unwrap();
+    let depth = 24;
+    let literal = format!("{}7{}", "[".repeat(depth), "]".repeat(depth));
+    sandbox_policy(
+        dir.path(),
+        "nest",
+        &format!(
+            "want := {literal}\nviolation contains {{\"msg\": \"nested\"}} if input.review.object.spec.x == want"
+        ),
+    );
+    let store = load(dir.path());
+    let mut x = json!(7);
+    for _ in 0..depth {
+        x = json!([x]);
+    }
+    assert_eq!(names(&store.evaluate(&sandbox(x), None)), vec!["nest"]);
+    assert!(store.evaluate(&sandbox(json!([7])), None).is_empty());
+
+    for (what, text) in [
+        (
+            "arrays",
+            format!("{}1{}", "[".repeat(20_000), "]".repeat(20_000)),
+        ),
+        (
+            "arrays, one per line",
+            format!("{}1{}", "[\n".repeat(2_000), "\n]".repeat(2_000)),
+        ),
+        (
+            "objects",
+            format!("{}1{}", "{\"a\": ".repeat(2_000), "}".repeat(2_000)),
+        ),
+        ("unary minus", format!("{}1", "- ".repeat(3_000))),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        sandbox_policy(
+            dir.path(),
+            "deep",
+            &format!("x := {text}\nviolation contains {{\"msg\": \"d\"}} if x"),
+        );
+        let err = load_err(dir.path());
+        assert!(err.contains("expression nesting too deep"), "{what}: {err}");
+    }
 }

@@ -30,6 +30,13 @@ use serde_json::Value;
 use crate::admission::AdmissionRequest;
 use crate::metrics::Metrics;
 
+/// Stack for every thread that loads or evaluates policies (the server's runtime workers and
+/// blocking threads, the reload and shadow threads). Rule evaluations and calls nest on the
+/// native stack up to regorus's bound of 128; 8 MiB (Linux's main-thread default) holds that
+/// bound in a debug build with room to spare, where 2 MiB (Rust's and tokio's thread default)
+/// did not, and an overflow aborts the process.
+pub const EVALUATION_STACK_BYTES: usize = 8 << 20;
+
 pub use compiled::EvaluatorKind;
 pub use eval::{CONTEXT_KEY, EvalContext, ReferenceCase};
 pub use explain::{Expression, Firing, Miss, PolicyExplanation};

@@ -46,6 +46,7 @@ impl PolicyStore {
         let debounce = Duration::from_millis(self.config.reload_debounce_ms);
         let thread = std::thread::Builder::new()
             .name("policy-reload".into())
+            .stack_size(super::EVALUATION_STACK_BYTES)
             .spawn(move || reload_loop(&rx, &store, &source, debounce))
             .map_err(|e| {
                 PolicyLoadError::one(&shown, None, format!("cannot start watcher: {e}"))

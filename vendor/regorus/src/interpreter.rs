@@ -83,6 +83,12 @@ type RuleValues = BTreeMap<Vec<Value>, (Value, Ref<Expr>)>;
 // with either.
 const EXPLICIT_DATA_WITH_OVERRIDE_MARKER: Value = Value::Bool(true);
 
+/// sandbox-admission patch 18: how deeply rule evaluations and calls may nest. Each level
+/// is native recursion: a chain of rules (`r0 := r1`, `r1 := r2`, ...) a few thousand long
+/// overflowed the stack and aborted the process. Far deeper than any policy nests; the same
+/// bound as the RVM's (`rvm::vm::rules`).
+pub const MAX_CALL_DEPTH: usize = 128;
+
 #[derive(Debug)]
 pub struct Interpreter {
     compiled_policy: Rc<CompiledPolicyData>,
@@ -124,6 +130,8 @@ pub struct Interpreter {
     processed_paths: Value,
     rule_values: RuleValues,
     active_rules: Vec<Ref<Rule>>,
+    // sandbox-admission patch 18: rule evaluations and calls in progress, nested.
+    call_depth: usize,
     builtins_cache: BTreeMap<(&'static str, Vec<Value>), Value>,
     no_rules_lookup: bool,
     execution_timer: ExecutionTimer,
@@ -170,6 +178,7 @@ impl Clone for Interpreter {
 
             builtins_cache: BTreeMap::default(),
             active_rules: Vec::default(),
+            call_depth: 0,
             contexts: Vec::default(),
             current_module_path: String::default(),
             current_module_index: 0,
@@ -248,6 +257,7 @@ impl Interpreter {
             processed_paths: Value::new_object(),
             rule_values: BTreeMap::default(),
             active_rules: Vec::default(),
+            call_depth: 0,
             builtins_cache: BTreeMap::default(),
             no_rules_lookup: false,
             traces: None,
@@ -290,6 +300,7 @@ impl Interpreter {
             processed_paths: Value::new_object(),
             rule_values: BTreeMap::default(),
             active_rules: Vec::default(),
+            call_depth: 0,
             builtins_cache: BTreeMap::default(),
             no_rules_lookup: false,
             traces: None,
@@ -2842,7 +2853,35 @@ impl Interpreter {
         Ok(Value::Bool(true))
     }
 
+    /// sandbox-admission patch 18: a call nested deeper than [`MAX_CALL_DEPTH`] (with the
+    /// rule evaluations it is inside) ends the evaluation instead of the native stack.
     fn eval_call_impl(
+        &mut self,
+        span: &Span,
+        expr: &ExprRef,
+        fcn: &ExprRef,
+        params: &[ExprRef],
+    ) -> Result<Value> {
+        self.enter_call(span)?;
+        let result = self.eval_call_unnested(span, expr, fcn, params);
+        self.call_depth = self.call_depth.saturating_sub(1);
+        result
+    }
+
+    fn enter_call(&mut self, span: &Span) -> Result<()> {
+        if self.call_depth >= MAX_CALL_DEPTH {
+            return Err(span.source.error(
+                span.line,
+                span.col,
+                format!("recursion: rule evaluations and calls nested deeper than {MAX_CALL_DEPTH}")
+                    .as_str(),
+            ));
+        }
+        self.call_depth = self.call_depth.saturating_add(1);
+        Ok(())
+    }
+
+    fn eval_call_unnested(
         &mut self,
         span: &Span,
         expr: &ExprRef,
@@ -4316,6 +4355,15 @@ impl Interpreter {
     }
 
     pub fn eval_rule(&mut self, module: &Ref<Module>, rule: &Ref<Rule>) -> Result<()> {
+        // sandbox-admission patch 18: nested rule evaluations are bounded as calls are.
+        let refr = Self::get_rule_refr(rule);
+        self.enter_call(refr.span())?;
+        let result = self.eval_rule_unnested(module, rule);
+        self.call_depth = self.call_depth.saturating_sub(1);
+        result
+    }
+
+    fn eval_rule_unnested(&mut self, module: &Ref<Module>, rule: &Ref<Rule>) -> Result<()> {
         self.check_execution_time()?;
         // Set current module index
         self.current_module_index = self.find_module_index(module);

@@ -648,7 +648,39 @@ impl<'source> Parser<'source> {
         Ok(node)
     }
 
+    /// sandbox-admission patch 17: can the text from here to the closing delimiter be a
+    /// comprehension at all? Only with a `|` at this bracket depth before it closes. Answered
+    /// by scanning tokens, so that a literal that is not one is parsed once: otherwise its first
+    /// term is parsed as a comprehension's and again as an element, and nested literals
+    /// (`[[[[1]]]]`) took 2^depth parses (18 levels: 14 s).
+    fn may_be_compr(&self) -> bool {
+        let mut lexer = self.lexer.clone();
+        let mut tok = self.tok.clone();
+        let mut depth = 0usize;
+        loop {
+            match (&tok.0, tok.1.text()) {
+                (TokenKind::Eof, _) => return false,
+                (TokenKind::Symbol, "[" | "{" | "(") => depth = depth.saturating_add(1),
+                (TokenKind::Symbol, "]" | "}" | ")") => match depth.checked_sub(1) {
+                    Some(d) => depth = d,
+                    None => return false,
+                },
+                (TokenKind::Symbol, "|") if depth == 0 => return true,
+                _ => {}
+            }
+            tok = match lexer.next_token() {
+                Ok(t) => t,
+                // Text that does not lex is refused whatever it was to be: the literal's own
+                // parse reports the error.
+                Err(_) => return false,
+            };
+        }
+    }
+
     fn parse_compr(&mut self, delim: &str) -> Result<(Expr, Query)> {
+        if !self.may_be_compr() {
+            bail!("internal error: not a compr");
+        }
         // Save the state.
         let state = self.clone();
         let mut span = self.tok.1.clone();
@@ -917,12 +949,17 @@ impl<'source> Parser<'source> {
 
     fn parse_ref(&mut self) -> Result<Expr> {
         let start = self.tok.1.start;
+        // sandbox-admission patch 17: collection literals and unary minus count towards the
+        // expression nesting limit, as parenthesised expressions do: nested without bound
+        // (`[[[[...]]]]`, `- - - 1`) they recursed until the stack overflowed.
         let mut term = match self.token_text() {
-            "[" if self.tok.0 == TokenKind::Symbol => self.parse_compr_or_array()?,
-            "{" => self.parse_compr_set_or_object()?,
+            "[" if self.tok.0 == TokenKind::Symbol => {
+                self.with_expr_depth(Self::parse_compr_or_array)?
+            }
+            "{" => self.with_expr_depth(Self::parse_compr_set_or_object)?,
             "set(" => self.parse_empty_set()?,
             "(" => return self.parse_parens_expr(),
-            "-" => return self.parse_unary_expr(),
+            "-" => return self.with_expr_depth(Self::parse_unary_expr),
             _ => self.parse_scalar_or_var()?,
         };
 

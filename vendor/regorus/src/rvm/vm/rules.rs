@@ -18,7 +18,9 @@ use super::machine::RegoVM;
 
 /// Deepest nesting of rule and function calls one evaluation may reach (sandbox-admission
 /// patch 12); each level uses native stack, and real policies nest a few dozen at most.
-const MAX_RULE_CALL_DEPTH: usize = 512;
+// sandbox-admission patch 18: 128 (was 512), the interpreter's bound too: 512 nested rule
+// calls overflowed a 2 MiB thread stack (tokio's default for its workers) and aborted.
+const MAX_RULE_CALL_DEPTH: usize = crate::interpreter::MAX_CALL_DEPTH;
 
 impl RegoVM {
     /// Returns true if the error represents a resource-limit violation that
