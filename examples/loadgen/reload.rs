@@ -16,6 +16,17 @@ use serde_json::{Value, json};
 
 use crate::spawn;
 
+/// Does this metadata file make its policy one the default profile serves? A missing file
+/// (a helper module) or `profiles.default.enabled: false` (the strict profile's own policy)
+/// does not: counted as served, it left the set one short of 100.
+fn served_by_default(yaml: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(yaml) else {
+        return false;
+    };
+    let meta: Value = serde_saphyr::from_str(&text).unwrap_or(Value::Null);
+    meta.pointer("/profiles/default/enabled") != Some(&Value::Bool(false))
+}
+
 /// Fill `dir` with 100 policies (`.rego` + `.yaml`); returns the generated file stems.
 pub fn generate(dir: &Path, repo_policies: &Path, version: u32) -> anyhow::Result<Vec<String>> {
     std::fs::create_dir_all(dir)?;
@@ -29,7 +40,7 @@ pub fn generate(dir: &Path, repo_policies: &Path, version: u32) -> anyhow::Resul
             }
             std::fs::copy(e.path(), dir.join(&name))?;
             let is_policy = name.ends_with(".rego")
-                && repo_policies.join(name.replace(".rego", ".yaml")).exists();
+                && served_by_default(&repo_policies.join(name.replace(".rego", ".yaml")));
             served += usize::from(is_policy);
         }
     }
