@@ -444,3 +444,19 @@ out := {"f": [f(1), f(50), f(500)], "g": [g({"a": 5}), g({"a": 0, "b": 3}), g({"
         empty_set,
     );
 }
+
+/// Patch 17: whether `[`/`{` opens a comprehension is told by a `|` at its own depth; `set()`
+/// (one token, closed by its `)`) and nested literals inside a comprehension's term keep it
+/// one. Values from OPA v1.
+#[test]
+fn comprehensions_whose_term_holds_brackets_or_an_empty_set() {
+    let rego = r#"package p
+import rego.v1
+a := [set() | true]
+o := {k: set() | some k in ["x", "y"]}
+s := {count(set()) | true}
+out := {"a": a, "o": o, "s": s, "n": [[[1], {"b": [set()]}]]}
+"#;
+    let expected = json!({"a": [[]], "o": {"x": [], "y": []}, "s": [0], "n": [[[1], {"b": [[]]}]]});
+    both(rego, false, "data.p.out", json!({}), expected);
+}

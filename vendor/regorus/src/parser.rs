@@ -660,7 +660,10 @@ impl<'source> Parser<'source> {
         loop {
             match (&tok.0, tok.1.text()) {
                 (TokenKind::Eof, _) => return false,
-                (TokenKind::Symbol, "[" | "{" | "(") => depth = depth.saturating_add(1),
+                // `set(` is one token (the empty set), closed by its `)`.
+                (TokenKind::Symbol, "[" | "{" | "(") | (TokenKind::Ident, "set(") => {
+                    depth = depth.saturating_add(1)
+                }
                 (TokenKind::Symbol, "]" | "}" | ")") => match depth.checked_sub(1) {
                     Some(d) => depth = d,
                     None => return false,
